@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from forecast.data.datamodule import SeriesDataModule
 from forecast.data.windows import collate_batch
 from forecast.distributed import hydra_job_argv
+from forecast.engines.onnx import onnx_export_available
 from forecast.forecaster import Forecaster, ForecasterSettings
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.module import ForecastModule
@@ -92,6 +94,7 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
     use_store(cfg.paths.root_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     forecaster = build_forecaster(module, dm)
+    forecaster.export = serving_exports(cfg.get("export", "auto"))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_text(config_yaml, "config.yaml")
         split = "test" if dm.test_size else "val"
@@ -118,6 +121,24 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
         if cfg.get("register") is True:
             version = register(info.model_uri, cfg.registry.name, cfg.registry.alias, tags={"run_id": run_id})
             mlflow.set_tag("registered_version", f"{cfg.registry.name}/{version.version}")
+
+
+def serving_exports(export: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Which serving copies to log with the model: `auto` = ONNX when onnx/onnxruntime are installed.
+
+    An explicit list (`export=[onnx]`) fails loudly later if the packages are missing; `auto`
+    only logs which path it took, so a minimal install still trains and registers.
+    """
+    if export is None:
+        return ()
+    if isinstance(export, str):
+        if export != "auto":
+            return (export,)
+        if onnx_export_available():
+            return ("onnx",)
+        log.info("not logging an ONNX copy: pip install forecast[onnx] for the faster serving path")
+        return ()
+    return tuple(export)
 
 
 @dataclass

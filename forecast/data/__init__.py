@@ -1,15 +1,32 @@
-"""Data contract: reading, validation, scaling and windows."""
+"""Data contract: reading, validation, scaling and windows.
 
-from forecast.data.datamodule import SeriesDataModule
-from forecast.data.io import read_table, write_parquet_atomic
-from forecast.data.scaling import SeriesScaler
-from forecast.data.synthetic import synthetic_long, synthetic_values
-from forecast.data.validation import (
-    ColumnSpec,
-    DataValidationError,
-    validate_long_frame,
-)
+Names resolve lazily (PEP 562): the batch-forecast path needs validation and scaling but not the
+Lightning data module, and importing Lightning costs seconds of start-up per process.
+"""
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from forecast.data.datamodule import SeriesDataModule
+    from forecast.data.io import read_table, write_parquet_atomic
+    from forecast.data.scaling import SeriesScaler
+    from forecast.data.synthetic import synthetic_long, synthetic_values
+    from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
+
+_WHERE = {
+    "ColumnSpec": "validation",
+    "DataValidationError": "validation",
+    "SeriesDataModule": "datamodule",
+    "SeriesScaler": "scaling",
+    "read_table": "io",
+    "synthetic_long": "synthetic",
+    "synthetic_values": "synthetic",
+    "validate_long_frame": "validation",
+    "write_parquet_atomic": "io",
+}
 __all__ = [
     "ColumnSpec",
     "DataValidationError",
@@ -21,3 +38,9 @@ __all__ = [
     "validate_long_frame",
     "write_parquet_atomic",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)

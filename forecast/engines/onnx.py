@@ -24,6 +24,11 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def onnx_export_available() -> bool:
+    """Exporting needs both the `onnx` package (the exporter) and ONNX Runtime (the 1e-5 check)."""
+    return importlib.util.find_spec("onnx") is not None and onnxruntime_available()
+
+
 def _probe(input_size: int, n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded scaled windows with a few missing steps, to compare the two runtimes on."""
     rng = np.random.default_rng(seed)
@@ -34,7 +39,7 @@ def _probe(input_size: int, n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.
 
 def export_onnx(net: nn.Module, input_size: int, path: str | Path) -> Path:
     """Write `net` as ONNX (dynamic batch size) and check it against PyTorch to 1e-5."""
-    if importlib.util.find_spec("onnx") is None or not onnxruntime_available():
+    if not onnx_export_available():
         raise ImportError(
             "export=['onnx'] needs the onnx and onnxruntime packages: pip install onnx onnxruntime"
         )

@@ -1,7 +1,34 @@
-"""Forecasting networks (plain nn.Modules) and the LightningModule that trains them."""
+"""Forecasting networks (plain nn.Modules) and the LightningModule that trains them.
 
-from forecast.models.module import ForecastModule
-from forecast.models.recurrent import RecurrentForecaster
-from forecast.models.registry import NETS, build_net
+Names resolve lazily (PEP 562) so that serving code, which needs the networks only, does not
+import Lightning.
+"""
 
-__all__ = ["NETS", "ForecastModule", "RecurrentForecaster", "build_net"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from forecast.models.module import ForecastModule
+    from forecast.models.recurrent import RecurrentForecaster
+    from forecast.models.registry import NETS, build_net
+
+_WHERE = {
+    "ForecastModule": "module",
+    "NETS": "registry",
+    "RecurrentForecaster": "recurrent",
+    "build_net": "registry",
+}
+__all__ = [
+    "ForecastModule",
+    "NETS",
+    "RecurrentForecaster",
+    "build_net",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)

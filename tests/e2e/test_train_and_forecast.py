@@ -62,12 +62,13 @@ def test_model_is_registered_with_the_champion_alias(trained):
     assert str(version.version) == "1"
     local = mlflow.artifacts.download_artifacts("models:/e2e@champion")
     names = {n for _, _, files in os.walk(local) for n in files}
-    assert {"weights.safetensors", "scaler.parquet", "model.json", "config.yaml"} <= names
+    # export=auto logs the ONNX serving copy when onnx + onnxruntime are installed (dev extra)
+    assert {"weights.safetensors", "scaler.parquet", "model.json", "config.yaml", "model.onnx"} <= names
 
 
 def test_batch_forecast_writes_every_series(trained):
     work, env, frame, _ = trained
-    run_pipeline(
+    proc = run_pipeline(
         "batch_forecast.py",
         ["model_uri=models:/e2e@champion", "input=history.csv", "output=out/forecast.parquet"],
         work,
@@ -80,6 +81,7 @@ def test_batch_forecast_writes_every_series(trained):
     assert out["ds"].min() == last + pd.Timedelta("1h") and out["ds"].max() == last + pd.Timedelta("6h")
     meta = pq.read_schema(work / "out" / "forecast.parquet").metadata
     assert meta[b"forecast.name"] == b"e2e" and meta[b"forecast.version"] == b"1"
+    assert "; onnx)" in proc.stdout + proc.stderr  # runtime=auto took the logged ONNX copy
 
 
 def test_failed_batch_forecast_keeps_the_earlier_output(trained):
