@@ -175,3 +175,28 @@ def require_neuralforecast() -> None:
             "--compare neuralforecast needs the optional bench extra: pip install -e '.[bench]' "
             "(neuralforecast>=3)"
         )
+
+
+def neuralforecast_lstm(horizon: int, input_size: int, steps: int, loss: str, scaler: str, **extra: Any):
+    """neuralforecast's LSTM as both accuracy benchmarks configure it: encoder 2 x 128, our input
+    size, horizon, loss and step budget, early stopping every 100 steps (patience 5), seed 1, CPU."""
+    from neuralforecast.losses.pytorch import MAE, MSE, SMAPE
+    from neuralforecast.models import LSTM
+
+    return LSTM(
+        h=horizon,
+        input_size=input_size,
+        encoder_n_layers=2,
+        encoder_hidden_size=128,
+        loss={"mae": MAE, "mse": MSE, "smape": SMAPE}[loss](),
+        scaler_type=scaler,
+        max_steps=steps,
+        val_check_steps=100,
+        early_stop_patience_steps=5,
+        random_seed=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        accelerator="cpu",
+        **extra,
+    )

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecast.data.calendar import step_index
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import protocol  # noqa: E402
@@ -48,14 +50,22 @@ def long_table(values: np.ndarray, dates: pd.Series, columns: tuple[str, ...], e
     )
 
 
-def predict_windows(forecaster, x: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
-    """(N, L, C) standardised windows -> (N, H, C) forecasts on the same scale."""
+def predict_windows(
+    forecaster, x: np.ndarray, columns: tuple[str, ...], first_times: np.ndarray
+) -> np.ndarray:
+    """(N, L, C) standardised windows -> (N, H, C) forecasts on the same scale.
+
+    `first_times`: (N,) time stamp of each window's first forecast step (a learned cycle's phase).
+    """
     n, L, C = x.shape
-    loc, scale, known = forecaster.scaler.lookup(np.asarray(columns, dtype=object))
+    ids = np.asarray(columns, dtype=object)
+    loc, scale, known = forecaster.scaler.lookup(ids)
     assert known.all(), "every column was a training series"
     flat = np.ascontiguousarray(x.transpose(2, 0, 1)).reshape(C * n, L)  # (C * N, L), column-major
     flat = (flat - np.repeat(loc, n)[:, None]) / np.repeat(scale, n)[:, None]
-    pred = forecaster.predict_scaled(flat.astype(np.float32))[..., 0]  # (C * N, H)
+    step = np.tile(step_index(first_times, forecaster.settings.freq), C)
+    series = np.repeat(forecaster.scaler.codes(ids), n)
+    pred = forecaster.predict_scaled(flat.astype(np.float32), step=step, series=series)[..., 0]  # (C * N, H)
     pred = pred * np.repeat(scale, n)[:, None] + np.repeat(loc, n)[:, None]
     return pred.reshape(C, n, -1).transpose(1, 2, 0)  # (N, H, C)
 
@@ -77,13 +87,15 @@ def run_ours(
         *base_overrides,
     ]
     x, y = protocol.etth1_windows(values, "test", args.input_size, horizon)
+    first_row = protocol.etth1_bounds(args.input_size)["test"][0] + args.input_size  # window 0's
+    first_times = dates.to_numpy()[first_row : first_row + len(x)]
     preds, train_s, predict_s, epochs = [], 0.0, 0.0, []
     for seed in seeds:
         trained = common.train(overrides, seed)
         train_s += trained.seconds
         epochs.append(trained.epochs)
         with common.timer() as t:
-            preds.append(predict_windows(trained.forecaster, x, columns))
+            preds.append(predict_windows(trained.forecaster, x, columns, first_times))
         predict_s += t[0]
     pred = common.mean_forecast(preds)
     record = {
@@ -135,27 +147,10 @@ def run_baselines(setting, values, horizon, input_size) -> list[dict]:
 def run_neuralforecast(setting, values, dates, horizon, input_size, steps, loss, scaler) -> dict:
     """neuralforecast's LSTM (2 x 128) on the same rows, windows and budget (one seed)."""
     from neuralforecast import NeuralForecast
-    from neuralforecast.losses.pytorch import MAE, MSE, SMAPE
-    from neuralforecast.models import LSTM
 
     columns = SETTINGS[setting]
     frame = long_table(values, dates, columns, protocol.ETT_TEST_END)
-    model = LSTM(
-        h=horizon,
-        input_size=input_size,
-        encoder_n_layers=2,
-        encoder_hidden_size=128,
-        loss={"mae": MAE, "mse": MSE, "smape": SMAPE}[loss](),
-        scaler_type=scaler,
-        max_steps=steps,
-        val_check_steps=100,
-        early_stop_patience_steps=5,
-        random_seed=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        accelerator="cpu",
-    )
+    model = common.neuralforecast_lstm(horizon, input_size, steps, loss, scaler)
     nf = NeuralForecast(models=[model], freq="h")
     size = protocol.ETT_TEST_END - protocol.ETT_VAL_END
     with common.timer() as t:

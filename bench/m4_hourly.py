@@ -91,27 +91,9 @@ def run_ours(args, train, test, ids, seeds, base_overrides, tmp: Path) -> tuple[
 def run_neuralforecast(train, test, ids, input_size, steps, loss, scaler, batch_size) -> dict:
     """neuralforecast's LSTM (2 x 128) with our input size, loss, scaler and step budget."""
     from neuralforecast import NeuralForecast
-    from neuralforecast.losses.pytorch import MAE, MSE, SMAPE
-    from neuralforecast.models import LSTM
 
     history = protocol.m4_to_long(train, ids)
-    model = LSTM(
-        h=H,
-        input_size=input_size,
-        encoder_n_layers=2,
-        encoder_hidden_size=128,
-        loss={"mae": MAE, "mse": MSE, "smape": SMAPE}[loss](),
-        scaler_type=scaler,
-        max_steps=steps,
-        windows_batch_size=batch_size,
-        val_check_steps=100,
-        early_stop_patience_steps=5,
-        random_seed=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        accelerator="cpu",
-    )
+    model = common.neuralforecast_lstm(H, input_size, steps, loss, scaler, windows_batch_size=batch_size)
     nf = NeuralForecast(models=[model], freq="h")
     with common.timer() as fit_t:
         nf.fit(history, val_size=H)

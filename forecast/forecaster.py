@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from forecast import __version__
+from forecast.data.calendar import step_index
 from forecast.data.scaling import _EPS as SCALE_EPS
 from forecast.data.scaling import SeriesScaler
 from forecast.data.validation import ColumnSpec, ValidatedFrame, validate_long_frame
@@ -28,8 +29,9 @@ WEIGHTS, SETTINGS, SCALER = "weights.safetensors", "model.json", "scaler.parquet
 ONNX = "model.onnx"  # optional serving copy of the network (see `Forecaster.save(export=...)`)
 
 Runtime = Literal["auto", "torch", "onnx"]
-# (B, L) float32 scaled windows with zeros where missing, (B, L) bool observed -> (B, H, Q) float32
-NetRunner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (B, L) float32 scaled windows with zeros where missing, (B, L) bool observed, (B,) int64 step
+# numbers and series codes (None unless the net learns a cycle) -> (B, H, Q) float32
+NetRunner = Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]
 
 
 @dataclass
@@ -118,6 +120,8 @@ class ScaledWindows:
     loc: np.ndarray  # (n,) float32
     scale: np.ndarray  # (n,) float32
     unseen: int = 0  # how many series were not in training (scaled by their own history)
+    step: np.ndarray | None = None  # (n,) int64 step number of the first forecast step (cycles)
+    series: np.ndarray | None = None  # (n,) int64 series code, 0 = unseen (per-series cycles)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -133,15 +137,18 @@ class ScaledWindows:
             loc=np.concatenate([p.loc for p in parts]),
             scale=np.concatenate([p.scale for p in parts]),
             unseen=sum(p.unseen for p in parts),
+            step=None if parts[0].step is None else np.concatenate([p.step for p in parts]),
+            series=None if parts[0].series is None else np.concatenate([p.series for p in parts]),
         )
 
 
 def torch_runner(net: nn.Module) -> NetRunner:
     """Run the PyTorch network without autograd bookkeeping."""
 
-    def run(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray, mask: np.ndarray, step=None, series=None) -> np.ndarray:
+        extra = [None if a is None else torch.from_numpy(a) for a in (step, series)]
         with torch.inference_mode():
-            return net(torch.from_numpy(x), torch.from_numpy(mask)).numpy()
+            return net(torch.from_numpy(x), torch.from_numpy(mask), *extra).numpy()
 
     return run
 
@@ -295,12 +302,18 @@ class Forecaster:
                 block.values, block.starts[unseen], block.ends[unseen], self.scaler.kind
             )
         scaled = (window - loc[:, None]) / scale[:, None]
-        return ScaledWindows(block.ids, block.last_time, scaled, loc, scale, unseen=len(unseen))
+        step = series = None
+        if self.settings.net_params.get("cycle_len"):
+            step = step_index(block.last_time, self.settings.freq) + 1
+            series = self.scaler.codes(block.ids)
+        return ScaledWindows(
+            block.ids, block.last_time, scaled, loc, scale, unseen=len(unseen), step=step, series=series
+        )
 
     def forecast_windows(self, windows: ScaledWindows, batch_size: int = 4096) -> pd.DataFrame:
         """Run the network and lay the forecast out as a long table (id, time, outputs)."""
         s, c = self.settings, self.columns
-        preds = self.predict_scaled(windows.windows, batch_size)  # (n, H, Q)
+        preds = self.predict_scaled(windows.windows, batch_size, windows.step, windows.series)  # (n, H, Q)
         preds = preds * windows.scale[:, None, None] + windows.loc[:, None, None]
         out = pd.DataFrame(
             {
@@ -323,14 +336,34 @@ class Forecaster:
         hidden = getattr(getattr(self.net, "rnn", None), "hidden_size", 128)
         return max(256, 2**24 // max(steps * hidden, 1))
 
-    def predict_scaled(self, scaled: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """(N, L) scaled windows, NaN where missing -> (N, H, Q) scaled forecasts."""
+    def predict_scaled(
+        self,
+        scaled: np.ndarray,
+        batch_size: int = 4096,
+        step: np.ndarray | None = None,
+        series: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(N, L) scaled windows, NaN where missing -> (N, H, Q) scaled forecasts.
+
+        A model with a learned cycle also needs `step`, each window's absolute step number of
+        its first forecast step (`forecast.data.calendar.step_index`), and may take `series`,
+        the series codes (`SeriesScaler.codes`; 0 or None: the shared cycle only).
+        """
         observed = ~np.isnan(scaled)
         x = np.where(observed, scaled, np.float32(0.0)).astype(np.float32, copy=False)
+        if self.settings.net_params.get("cycle_len"):
+            if step is None:
+                raise ValueError("this model learns a cycle: predict_scaled needs `step` for every window")
+            step = np.asarray(step, dtype=np.int64)
+            series = np.zeros(len(x), np.int64) if series is None else np.asarray(series, dtype=np.int64)
         batch_size = min(batch_size, self._max_batch())
+
+        def part(a: np.ndarray | None, start: int) -> np.ndarray | None:
+            return None if a is None else a[start : start + batch_size]
+
         outputs = [
-            self._run(x[start : start + batch_size], observed[start : start + batch_size])
-            for start in range(0, len(x), batch_size)
+            self._run(part(x, i), part(observed, i), part(step, i), part(series, i))
+            for i in range(0, len(x), batch_size)
         ]
         if not outputs:
             return np.zeros((0, self.settings.horizon, len(self.settings.output_columns)), np.float32)

@@ -193,7 +193,11 @@ def fit(cfg: DictConfig) -> FitResult:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     dm: SeriesDataModule = instantiate(cfg.data)
-    module: ForecastModule = instantiate(cfg.model)
+    if cfg.model.get("cycle_per_series") and cfg.model.get("cycle_len"):
+        dm.setup("fit")  # per-series parameters are sized by the data
+        module: ForecastModule = instantiate(cfg.model, n_series=dm.n_series)
+    else:
+        module = instantiate(cfg.model)
     callbacks: list[Callback] = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb]
     resume = resolve_resume(cfg.get("resume"), cfg.paths.log_dir)
     trial = trial_from_config(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,36 @@ def run_pipeline(script: str, args: list[str], cwd: Path, env: dict, check: bool
             f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+def run_bench(script: str, args: list[str], env: dict, timeout: int = 300) -> list[dict]:
+    """Run bench/<script> from the repository root; return its JSON result lines."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, proc.stdout
+    return lines
+
+
+def register_forecaster(forecaster, history, name: str, root: Path, input_size: int) -> str:
+    """Log `forecaster` to a run in the active MLflow store and register it as `name@champion`."""
+    import mlflow
+
+    from forecast.tracking import ensure_experiment, log_forecaster, register
+
+    experiment = ensure_experiment(name, root)
+    example = history.groupby("unique_id").tail(input_size).head(2 * input_size).astype({"y": "float64"})
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_forecaster(forecaster, example.reset_index(drop=True))
+    register(info.model_uri, name, "champion")
+    return f"models:/{name}@champion"
 
 
 class CrashAfterEpoch:

@@ -6,19 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from pipeline_helpers import register_forecaster
 
 from forecast.batch import run_batch_forecast
 from forecast.data import SeriesDataModule, synthetic_long
 from forecast.data.validation import ColumnSpec, DataValidationError
 from forecast.engines.local import Progress, forecast_file, read_batches, whole_series
 from forecast.models import ForecastModule
-from forecast.tracking import ensure_experiment, log_forecaster, register
 from forecast.training import build_forecaster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,11 +177,7 @@ def test_progress_log_lines_are_plain(caplog):
 @pytest.fixture
 def registered(history, isolated_mlflow, tmp_path):
     f = make_forecaster(history)
-    experiment = ensure_experiment("batch-test", tmp_path)
-    example = history.groupby("unique_id").tail(L).head(2 * L).astype({"y": "float64"})
-    with mlflow.start_run(experiment_id=experiment):
-        info = log_forecaster(f, example.reset_index(drop=True))
-    register(info.model_uri, "batch-test", "champion")
+    register_forecaster(f, history, "batch-test", tmp_path, L)
     return f
 
 

@@ -6,16 +6,15 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from pipeline_helpers import register_forecaster
 
 from forecast.batch import RayOptions, run_batch_forecast
 from forecast.data import SeriesDataModule, synthetic_long
 from forecast.models import ForecastModule
-from forecast.tracking import ensure_experiment, log_forecaster, register
 from forecast.training import build_forecaster
 
 ray = pytest.importorskip("ray")
@@ -35,11 +34,7 @@ def setup(isolated_mlflow, tmp_path):
     f = build_forecaster(
         ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4), dm
     )
-    experiment = ensure_experiment("ray-test", tmp_path)
-    example = history.groupby("unique_id").tail(L).head(2 * L).astype({"y": "float64"})
-    with mlflow.start_run(experiment_id=experiment):
-        info = log_forecaster(f, example.reset_index(drop=True))
-    register(info.model_uri, "ray-test", "champion")
+    register_forecaster(f, history, "ray-test", tmp_path, L)
     source = tmp_path / "history.parquet"
     history.to_parquet(source, index=False)
     local = run_batch_forecast(

@@ -10,6 +10,7 @@ import pandas as pd
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
+from forecast.data.calendar import step_index
 from forecast.data.io import read_table
 from forecast.data.scaling import ScalerKind, SeriesScaler
 from forecast.data.validation import (
@@ -152,6 +153,8 @@ class SeriesDataModule(L.LightningDataModule):
             loc=loc,
             scale=scale,
             mase_scale=seasonal_mae(raw, offsets, val_start, self.season_length),
+            first_step=self._first_steps(frame[c.time_col].to_numpy()[offsets[:-1]]),
+            codes=self.scaler.codes(self.ids),
         )
         L, H = self.input_size, self.horizon
         splits = {
@@ -168,6 +171,20 @@ class SeriesDataModule(L.LightningDataModule):
             offsets[-1],
             *(len(self.datasets[s]) for s in ("train", "val", "test")),
         )
+
+    def _first_steps(self, first_times: np.ndarray) -> np.ndarray | None:
+        """Absolute step number of every series' first row, for models with a learned cycle."""
+        try:
+            return step_index(first_times, self.validated.freq)
+        except ValueError as err:  # only a learned cycle needs them; it then says so
+            log.debug("no step numbers for this frequency: %s", err)
+            return None
+
+    @property
+    def n_series(self) -> int:
+        """How many series the model trains on (sizes per-series parameters); after setup()."""
+        assert self.scaler is not None, "call setup() first"
+        return len(self.scaler.stats)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset, sampler = self.datasets[split], None

@@ -56,6 +56,14 @@ class SeriesScaler:
         scale = np.where(known, self.stats["scale"].to_numpy()[pos], 1.0).astype("float32")
         return loc, scale, known
 
+    def codes(self, ids: np.ndarray) -> np.ndarray:
+        """(n,) int64 code of each id: 1 + its row in the scaler (the training series), 0 if unknown.
+
+        The scaler is the one record of the training series saved with the model, so per-series
+        parameters (a learned cycle) are keyed by these codes in training and forecasting alike.
+        """
+        return (self.stats.index.get_indexer(ids) + 1).astype(np.int64)
+
     def to_frame(self) -> pd.DataFrame:
         """Plain table for saving next to the weights (id, loc, scale)."""
         return self.stats.reset_index()

@@ -15,6 +15,8 @@ class SeriesArrays:
 
     `values` is already scaled (NaN where a target is missing); `loc`/`scale` undo the scaling
     and `mase_scale` is each series' in-sample seasonal-naive MAE on the raw scale.
+    `first_step` and `codes`, when given, add each window's `step` (the absolute step number
+    of its first target, for learned cycles) and `series` code to its batch.
     """
 
     values: np.ndarray  # (total_steps,) float32
@@ -22,6 +24,8 @@ class SeriesArrays:
     loc: np.ndarray  # (n_series,) float32
     scale: np.ndarray  # (n_series,) float32
     mase_scale: np.ndarray  # (n_series,) float32
+    first_step: np.ndarray | None = None  # (n_series,) int64 absolute step number of each first row
+    codes: np.ndarray | None = None  # (n_series,) int64 series code for per-series parameters (1..n)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -80,6 +84,11 @@ class WindowDataset(Dataset):
         missing = np.isnan(window)
         window = np.where(missing, np.float32(0.0), window)
         L = self.input_size
+        extra = {}
+        if a.first_step is not None:
+            extra["step"] = torch.from_numpy(a.first_step[series] + (starts - a.offsets[series]) + L)
+        if a.codes is not None:
+            extra["series"] = torch.from_numpy(a.codes[series])
         return {
             "x": torch.from_numpy(window[:, :L]),  # (B, L)
             "x_mask": torch.from_numpy(~missing[:, :L]),  # (B, L) True where observed
@@ -88,6 +97,7 @@ class WindowDataset(Dataset):
             "loc": torch.from_numpy(a.loc[series]),  # (B,)
             "scale": torch.from_numpy(a.scale[series]),  # (B,)
             "mase_scale": torch.from_numpy(a.mase_scale[series]),  # (B,)
+            **extra,  # step, series: (B,) int64
         }
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -38,7 +38,11 @@ def _probe(input_size: int, n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def export_onnx(net: nn.Module, input_size: int, path: str | Path) -> Path:
-    """Write `net` as ONNX (dynamic batch size) and check it against PyTorch to 1e-5."""
+    """Write `net` as ONNX (dynamic batch size) and check it against PyTorch to 1e-5.
+
+    A net with a learned cycle (`cycle_len`) takes two more inputs, `step` and `series`
+    ((B,) int64), which the runner passes when the graph declares them.
+    """
     if not onnx_export_available():
         raise ImportError(
             "export=['onnx'] needs the onnx and onnxruntime packages: pip install onnx onnxruntime"
@@ -46,22 +50,30 @@ def export_onnx(net: nn.Module, input_size: int, path: str | Path) -> Path:
     path = Path(path)
     net = net.eval()
     x, mask = _probe(input_size)
+    names = ["x", "x_mask"]
+    probe = [x, mask]
+    if getattr(net, "cycle_len", 0):
+        rng = np.random.default_rng(1)
+        n_codes = getattr(getattr(net, "series_cycle", None), "num_embeddings", 1)
+        names += ["step", "series"]
+        probe += [rng.integers(0, 10**6, len(x)), rng.integers(0, n_codes, len(x))]
+    tensors = [torch.from_numpy(a) for a in probe]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
         torch.onnx.export(
             net,
-            (torch.from_numpy(x[:2]), torch.from_numpy(mask[:2])),
+            tuple(t[:2] for t in tensors),
             buffer,
-            input_names=["x", "x_mask"],
+            input_names=names,
             output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "x_mask": {0: "batch"}, "y": {0: "batch"}},
+            dynamic_axes={**{n: {0: "batch"} for n in names}, "y": {0: "batch"}},
             dynamo=False,
         )
     model = buffer.getvalue()
     with torch.inference_mode():
-        expected = net(torch.from_numpy(x), torch.from_numpy(mask)).numpy()
-    got = onnx_runner(model)(x, mask)
+        expected = net(*tensors).numpy()
+    got = onnx_runner(model)(*probe)
     diff = float(np.abs(got - expected).max()) if expected.size else 0.0
     if not diff <= TOLERANCE:
         raise ValueError(f"the ONNX export differs from PyTorch by {diff:.2e} (> {TOLERANCE}); not saving it")
@@ -70,7 +82,8 @@ def export_onnx(net: nn.Module, input_size: int, path: str | Path) -> Path:
 
 
 def onnx_runner(model: str | Path | bytes, threads: int | None = None):
-    """(x, mask) -> outputs through an ONNX Runtime session on `threads` (torch's count) threads."""
+    """(x, mask[, step, series]) -> outputs through an ONNX Runtime session on `threads` (torch's
+    count) threads; inputs the graph does not declare are not passed."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -79,8 +92,10 @@ def onnx_runner(model: str | Path | bytes, threads: int | None = None):
     options.log_severity_level = 3
     source = model if isinstance(model, bytes) else str(model)
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    declared = {i.name for i in session.get_inputs()}
 
-    def run(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return session.run(None, {"x": x, "x_mask": mask})[0]
+    def run(x: np.ndarray, mask: np.ndarray, step=None, series=None) -> np.ndarray:
+        given = {"x": x, "x_mask": mask, "step": step, "series": series}
+        return session.run(None, {k: v for k, v in given.items() if k in declared and v is not None})[0]
 
     return run

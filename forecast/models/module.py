@@ -36,6 +36,9 @@ class ForecastModule(L.LightningModule):
         window_norm: bool = False,
         segment_len: int = 1,
         linear_skip: bool = False,
+        cycle_len: int = 0,
+        cycle_per_series: bool = False,
+        n_series: int = 0,
         loss: Loss = "mae",
         quantiles: list[float] | None = None,
         lr: float = 1e-3,
@@ -65,7 +68,14 @@ class ForecastModule(L.LightningModule):
             "window_norm": window_norm,
             "segment_len": segment_len,
             "linear_skip": linear_skip,
+            "cycle_len": cycle_len,
+            "n_series": n_series if cycle_len and cycle_per_series else 0,
         }
+        if cycle_len and cycle_per_series and n_series < 1:
+            raise ValueError(
+                "cycle_per_series needs n_series (the number of training series); "
+                "forecast.training passes it from the data"
+            )
         self.net = build_net(net, self.net_params)
         self.register_buffer("quantiles", torch.tensor(qs, dtype=torch.float32), persistent=False)
         # The point forecast of a quantile model is its median (or the quantile nearest it).
@@ -73,9 +83,15 @@ class ForecastModule(L.LightningModule):
         # Keyed "<stage>_" because ModuleDict keys may not shadow nn.Module methods such as train().
         self.metrics = torch.nn.ModuleDict({f"{s}_": make_metrics() for s in ("train", "val", "test")})
 
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) scaled inputs -> (B, H, Q) scaled forecasts."""
-        return self.net(x, x_mask)
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor | None = None,
+        step: torch.Tensor | None = None,
+        series: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, L) scaled inputs (+ (B,) step numbers and series codes) -> (B, H, Q) scaled forecasts."""
+        return self.net(x, x_mask, step, series)
 
     def _loss(
         self, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
@@ -95,7 +111,7 @@ class ForecastModule(L.LightningModule):
         return (per_step * weight).sum() / weight.sum().clamp_min(1.0)
 
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        pred = self(batch["x"], batch["x_mask"])  # (B, H, Q)
+        pred = self(batch["x"], batch["x_mask"], batch.get("step"), batch.get("series"))  # (B, H, Q)
         scale, loc = batch["scale"][:, None], batch["loc"][:, None]  # (B, 1)
         loss = self._loss(pred, batch["y"], batch["y_mask"], loc, scale)
         y_hat = pred[..., self.point_index].detach() * scale + loc  # (B, H) raw scale

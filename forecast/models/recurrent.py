@@ -28,6 +28,14 @@ class RecurrentForecaster(nn.Module):
     `linear_skip` adds a linear map from the (normalised) input window straight to the
     horizon, so the recurrent path learns the residual of a linear forecast (as RLinear /
     DLinear show, that linear part alone is a strong long-horizon forecaster).
+
+    `cycle_len` > 0 learns a cycle of that many steps (24: the hour of day in hourly data),
+    removed from the (normalised) input and added back to the forecast, so the recurrent path
+    models what the cycle does not explain (residual cycle forecasting, Lin et al. 2024,
+    CycleNet). The phase comes from `step`, each window's absolute step number of its first
+    forecast step (`forecast.data.calendar`). With `n_series` > 0 every training series adds its
+    own learned deviation to the shared cycle (CycleNet's per-channel cycles); `series` is its
+    code (1 .. n_series, 0 = a series not seen in training, which gets the shared cycle).
     """
 
     def __init__(
@@ -44,12 +52,16 @@ class RecurrentForecaster(nn.Module):
         window_norm: bool = False,
         segment_len: int = 1,
         linear_skip: bool = False,
+        cycle_len: int = 0,
+        n_series: int = 0,
     ) -> None:
         super().__init__()
         if cell not in _CELLS:
             raise ValueError(f"unknown cell {cell!r}; use one of {sorted(_CELLS)}")
         if segment_len < 1:
             raise ValueError(f"segment_len must be >= 1, got {segment_len}")
+        if cycle_len < 0 or n_series < 0:
+            raise ValueError(f"cycle_len and n_series must be >= 0, got {cycle_len}, {n_series}")
         self.input_size, self.horizon, self.window_norm = input_size, horizon, window_norm
         self.segment_len = segment_len
         self.n_segments = -(-input_size // segment_len)  # ceil: the oldest segment is padded
@@ -67,15 +79,49 @@ class RecurrentForecaster(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.head = MLPHead(hidden_size * self.directions, horizon, n_outputs, head_hidden, dropout)
         self.skip = nn.Linear(input_size, horizon) if linear_skip else None
+        self.cycle_len = cycle_len
+        self.cycle = nn.Parameter(torch.zeros(cycle_len)) if cycle_len else None
+        # Row 0 (unseen series) stays zero: padding_idx gets no gradient.
+        self.series_cycle = (
+            nn.Embedding(n_series + 1, cycle_len, padding_idx=0) if cycle_len and n_series else None
+        )
+        if self.series_cycle is not None:
+            nn.init.zeros_(self.series_cycle.weight)
 
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x, x_mask: (B, L) -> (B, H, n_outputs), on the scale of x."""
+    def _cycles(
+        self, step: torch.Tensor | None, series: torch.Tensor | None, L: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned cycle over the input (B, L) and the horizon (B, H) of every window."""
+        if step is None:
+            raise ValueError(
+                "this model learns a cycle (cycle_len > 0): pass `step`, the absolute step "
+                "number of each window's first forecast step"
+            )
+        table = self.cycle[None, :].expand(step.shape[0], -1)  # (B, C)
+        if self.series_cycle is not None and series is not None:
+            table = table + self.series_cycle(series.long().clamp(0, self.series_cycle.num_embeddings - 1))
+        step = step.long()[:, None]
+        phase_in = torch.remainder(step + torch.arange(-L, 0, device=step.device), self.cycle_len)
+        phase_out = torch.remainder(step + torch.arange(self.horizon, device=step.device), self.cycle_len)
+        return table.gather(1, phase_in), table.gather(1, phase_out)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor | None = None,
+        step: torch.Tensor | None = None,
+        series: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x, x_mask: (B, L); step, series: (B,) int -> (B, H, n_outputs), on the scale of x."""
         observed = torch.ones_like(x) if x_mask is None else x_mask.to(x.dtype)
         if self.window_norm:
             count = observed.sum(1, keepdim=True).clamp_min(1.0)
             mean = (x * observed).sum(1, keepdim=True) / count  # (B, 1)
             std = (((x - mean) * observed).square().sum(1, keepdim=True) / count).sqrt() + 1e-5
             x = (x - mean) / std * observed
+        if self.cycle is not None:
+            cycle_in, cycle_out = self._cycles(step, series, x.shape[1])
+            x = (x - cycle_in) * observed
         inputs = torch.stack([x, observed], dim=-1)  # (B, L, 2)
         if self.embed is not None:
             pad = self.n_segments * self.segment_len - x.shape[1]
@@ -88,6 +134,8 @@ class RecurrentForecaster(nn.Module):
         out = self.head(last)  # (B, H, Q)
         if self.skip is not None:
             out = out + self.skip(x)[:, :, None]  # (B, H, 1) shared by every output column
+        if self.cycle is not None:
+            out = out + cycle_out[:, :, None]
         if self.window_norm:
             out = out * std[:, :, None] + mean[:, :, None]
         return out

@@ -4,13 +4,11 @@ Needs the benchmark data: the folder in FORECAST_BENCH_DATA, else `shared/data` 
 repository root; skipped when it is absent.
 """
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import run_bench
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("FORECAST_BENCH_DATA") or REPO / ".." / "shared" / "data").resolve()
@@ -22,17 +20,7 @@ def _run(script: str, *args: str, needs: str) -> list[dict]:
     if not (DATA / needs).exists():
         pytest.skip(f"benchmark data not found: {DATA / needs}")
     env = {**os.environ, "FORECAST_BENCH_DATA": str(DATA), "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), "--quick", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, proc.stdout
+    lines = run_bench(script, ["--quick", *args], env, timeout=240)
     for line in lines:
         assert KEYS <= line.keys(), line
     return lines
@@ -74,6 +62,6 @@ def test_experiments_compose(experiment, tmp_path):
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}", f"data.path={tmp_path / 'x.parquet'}"])
-    module = instantiate(cfg.model)
+    module = instantiate(cfg.model, n_series=7)  # training passes the data's count (per-series cycles)
     assert module.net.window_norm and module.net.skip is not None
     assert cfg.data.val_size >= cfg.data.horizon and cfg.data.test_size == cfg.data.val_size

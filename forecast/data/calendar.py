@@ -1,0 +1,46 @@
+"""Absolute step numbers: where a time stamp lies on its frequency's grid, counted from the epoch.
+
+A model with a learned cycle (`cycle_len`, e.g. 24 for the hour of day in hourly data) needs the
+phase of every step it reads and forecasts. The phase is `step mod cycle_len`, and the step of
+a window's first forecast fixes all the others, so one int64 per window carries the calendar:
+nothing extra to store per row, and a forecast needs no more input than the history itself.
+Steps count from 1970-01-01 00:00, so hourly steps mod 24 are the hour of day (UTC clock of
+the time stamps) and daily steps mod 7 the day of week (0 = Thursday).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+# Period aliases for the start/end-anchored offsets pandas has no Period for ("MS" -> "M").
+_ANCHORED = re.compile(r"^(\d*)(M|Q|Y|A|BM|BQ|BY)(S|E)(-.*)?$")
+
+
+def step_index(times: np.ndarray | pd.Series, freq: str | int) -> np.ndarray:
+    """(n,) int64 step numbers of `times` on the `freq` grid (integer times: times // freq)."""
+    values = np.asarray(times)
+    if isinstance(freq, int) or values.dtype.kind in "iu":
+        step = int(freq) if isinstance(freq, int) else 1
+        return values.astype(np.int64) // step
+    stamps = pd.DatetimeIndex(values)
+    offset = pd.tseries.frequencies.to_offset(freq)
+    try:
+        step_ns = pd.Timedelta(offset).value  # fixed steps: h, min, s, D, 15min, ...
+    except ValueError:
+        step_ns = None
+    if step_ns:
+        ns = stamps.tz_localize(None).as_unit("ns").asi8 if stamps.tz else stamps.as_unit("ns").asi8
+        return ns // step_ns
+    # Calendar steps (weeks, month starts or ends, quarters, years): count periods instead.
+    base = _ANCHORED.sub(lambda m: m.group(2) + (m.group(4) or ""), offset.name)
+    try:
+        periods = stamps.tz_localize(None).to_period(base) if stamps.tz else stamps.to_period(base)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"cannot number the steps of frequency {freq!r} for a learned cycle; use a fixed step "
+            "(h, D, 15min, ...) or a week, month, quarter or year frequency, or set model.cycle_len=0"
+        ) from err
+    return periods.asi8.astype(np.int64) // max(offset.n, 1)
