@@ -37,13 +37,13 @@ log = logging.getLogger(__name__)
 
 def build_forecaster(module: ForecastModule, dm: SeriesDataModule) -> Forecaster:
     """Package the trained net with the data module's scaler and settings."""
-    assert dm.scaler is not None and dm.validated is not None, "data module not set up"
+    assert dm.scaler is not None and dm.data_freq is not None, "data module not set up"
     settings = ForecasterSettings(
         net=module.net_kind,
         net_params=dict(module.net_params),
         input_size=dm.input_size,
         horizon=dm.horizon,
-        freq=dm.validated.freq,
+        freq=dm.data_freq,
         columns={
             "id_col": dm.columns.id_col,
             "time_col": dm.columns.time_col,
@@ -99,18 +99,15 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
         mlflow.log_text(config_yaml, "config.yaml")
         split = "test" if dm.test_size else "val"
         mlflow.log_metrics(seasonal_naive_metrics(dm, split))
-        history = dm.history(split)
+        c, shown = dm.columns, dm.ids[:4]  # the plot's series: no need to forecast them all
+        history = dm.history(split, ids=shown)
         forecast = forecaster.predict(history)
-        actual = dm.validated.frame.merge(forecast[[dm.columns.id_col, dm.columns.time_col]])
-        fig = plot_forecasts(history, forecast, actual, dm.columns)
+        actual = dm.history(None, ids=shown).merge(forecast[[c.id_col, c.time_col]])
+        fig = plot_forecasts(history, forecast, actual, c)
         mlflow.log_figure(fig, "forecasts.png")
         plt.close(fig)
-        c = dm.columns
-        example_ids = history[c.id_col].drop_duplicates().head(2)
-        example = (
-            history[history[c.id_col].isin(example_ids)].groupby(c.id_col, sort=False).tail(dm.input_size)
-        )
-        example = example[[c.id_col, c.time_col, c.target_col]].astype({c.target_col: "float64"})
+        example = history[history[c.id_col].isin(shown[:2])].groupby(c.id_col, sort=False).tail(dm.input_size)
+        example = example.astype({c.target_col: "float64"})
         info = log_forecaster(
             forecaster, example.reset_index(drop=True), extra_files={"config.yaml": config_yaml}
         )

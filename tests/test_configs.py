@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -76,3 +77,20 @@ def test_fast_dev_run_trains_from_the_real_config(tmp_path):
     result = fit(cfg)
     assert result.run_id is None
     assert "val/mae" in result.metrics and "test/mae" in result.metrics
+
+
+def test_per_series_cycle_is_sized_by_the_data(tmp_path):
+    cfg = compose_train(
+        [
+            "~logger",
+            "+trainer.fast_dev_run=true",
+            "trainer.enable_progress_bar=false",
+            "model.cycle_len=24",
+            "model.cycle_per_series=true",
+        ],
+        tmp_path,
+    )
+    result = fit(cfg)
+    # One learned row per training series of the embedded dataset, plus the shared row 0.
+    assert result.module.net.series_cycle.num_embeddings == result.datamodule.n_series + 1 == 70
+    assert np.isfinite(result.metrics["test/mae"])

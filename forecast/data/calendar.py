@@ -35,7 +35,7 @@ def step_index(times: np.ndarray | pd.Series, freq: str | int) -> np.ndarray:
         ns = stamps.tz_localize(None).as_unit("ns").asi8 if stamps.tz else stamps.as_unit("ns").asi8
         return ns // step_ns
     # Calendar steps (weeks, month starts or ends, quarters, years): count periods instead.
-    base = _ANCHORED.sub(lambda m: m.group(2) + (m.group(4) or ""), offset.name)
+    base = _ANCHORED.sub(lambda m: m.group(2) + (m.group(4) or ""), offset.rule_code)
     try:
         periods = stamps.tz_localize(None).to_period(base) if stamps.tz else stamps.to_period(base)
     except (ValueError, TypeError) as err:

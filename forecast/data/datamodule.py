@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
@@ -17,7 +18,6 @@ from forecast.data.validation import (
     ColumnSpec,
     MissingPolicy,
     ShortPolicy,
-    ValidatedFrame,
     validate_long_frame,
 )
 from forecast.data.windows import (
@@ -101,7 +101,8 @@ class SeriesDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.validated: ValidatedFrame | None = None
+        self.data_freq: str | int | None = None  # the frequency, given or inferred (after setup)
+        self.first_time: pd.Index | None = None  # (n_series,) each series' first time stamp
         self.scaler: SeriesScaler | None = None
         self.arrays: SeriesArrays | None = None
         self.ids: np.ndarray | None = None
@@ -123,7 +124,7 @@ class SeriesDataModule(L.LightningDataModule):
         """Validate once and build the window index; later calls are no-ops."""
         if self.arrays is not None:
             return
-        self.validated = validate_long_frame(
+        validated = validate_long_frame(
             self._read(),
             columns=self.columns,
             freq=self.freq,
@@ -131,7 +132,11 @@ class SeriesDataModule(L.LightningDataModule):
             missing=self.missing,
             short_series=self.short_series,
         )
-        frame, c = self.validated.frame, self.columns
+        # Only the target values and each series' first time stamp are kept: the validated
+        # table (ids, times, carried columns) is several times the size of the values, and
+        # `history()` rebuilds what it needs from these.
+        frame, c = validated.frame, self.columns
+        self.data_freq = validated.freq
         ids = frame[c.id_col]
         lengths = ids.groupby(ids.to_numpy(), sort=False).size()
         self.ids = lengths.index.to_numpy()
@@ -139,6 +144,7 @@ class SeriesDataModule(L.LightningDataModule):
         offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
         test_start = n - self.test_size
         val_start = test_start - self.val_size
+        self.first_time = pd.Index(frame[c.time_col].iloc[offsets[:-1]])
 
         # Position of each row inside its series, to keep only training rows for the scaler.
         position = np.arange(len(frame)) - np.repeat(offsets[:-1], n)
@@ -146,16 +152,16 @@ class SeriesDataModule(L.LightningDataModule):
         raw = frame[c.target_col].to_numpy(dtype=np.float32)
         self.scaler = SeriesScaler.fit(ids[in_train], frame[c.target_col][in_train], self.scaler_kind)
         loc, scale, _ = self.scaler.lookup(self.ids)
-        values = (raw - np.repeat(loc, n)) / np.repeat(scale, n)
         self.arrays = SeriesArrays(
-            values=values.astype(np.float32),
+            values=raw,
             offsets=offsets,
             loc=loc,
             scale=scale,
             mase_scale=seasonal_mae(raw, offsets, val_start, self.season_length),
-            first_step=self._first_steps(frame[c.time_col].to_numpy()[offsets[:-1]]),
+            first_step=self._first_steps(self.first_time.to_numpy()),
             codes=self.scaler.codes(self.ids),
         )
+        del validated, frame, ids, position, in_train
         L, H = self.input_size, self.horizon
         splits = {
             "train": (np.full_like(n, L), val_start, self.train_stride),
@@ -175,7 +181,7 @@ class SeriesDataModule(L.LightningDataModule):
     def _first_steps(self, first_times: np.ndarray) -> np.ndarray | None:
         """Absolute step number of every series' first row, for models with a learned cycle."""
         try:
-            return step_index(first_times, self.validated.freq)
+            return step_index(first_times, self.data_freq)
         except ValueError as err:  # only a learned cycle needs them; it then says so
             log.debug("no step numbers for this frequency: %s", err)
             return None
@@ -214,12 +220,40 @@ class SeriesDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def history(self, before: str = "test") -> pd.DataFrame:
-        """The validated table cut before the `test` (or `val`) targets: what a forecast sees."""
-        assert self.validated is not None, "call setup() first"
-        frame, c = self.validated.frame, self.columns
-        ids = frame[c.id_col]
-        position = ids.groupby(ids.to_numpy(), sort=False).cumcount().to_numpy()
-        size = ids.map(ids.value_counts()).to_numpy()
-        cut = self.test_size + (self.val_size if before == "val" else 0)
-        return frame[position < size - cut].reset_index(drop=True)
+    def history(self, before: str | None = "test", ids: Sequence | None = None) -> pd.DataFrame:
+        """The data (id, time, target) cut before the `test` or `val` targets (None: all of it),
+        for every series or only `ids`: what a forecast at that point sees.
+
+        Rebuilt from the stored values and each series' first time stamp, in the validated
+        table's order and dtypes (other columns of the input are not kept).
+        """
+        assert self.arrays is not None and self.ids is not None, "call setup() first"
+        a, c = self.arrays, self.columns
+        pick = np.arange(len(self.ids)) if ids is None else pd.Index(self.ids).get_indexer(list(ids))
+        if (pick < 0).any():
+            raise KeyError(f"unknown series: {list(np.asarray(list(ids))[pick < 0])[:5]}")
+        cut = {None: 0, "test": self.test_size, "val": self.test_size + self.val_size}[before]
+        lengths = a.lengths[pick] - cut
+        first = a.offsets[pick]
+        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return pd.DataFrame(
+            {
+                c.id_col: np.repeat(self.ids[pick], lengths),
+                c.time_col: series_times(self.first_time[pick], lengths, self.data_freq).to_numpy(),
+                c.target_col: a.values[np.repeat(first, lengths) + within],
+            }
+        )
+
+
+def series_times(first: pd.Index, lengths: np.ndarray, freq: str | int) -> pd.Index:
+    """Regular time stamps: `lengths[i]` steps of `freq` from `first[i]`, series after series."""
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    if isinstance(freq, int):
+        return pd.Index(first.to_numpy().astype(np.int64).repeat(lengths) + within * freq)
+    offset = pd.tseries.frequencies.to_offset(freq)
+    try:
+        step = pd.Timedelta(offset)
+    except ValueError:  # calendar steps (month ends, weeks): pandas places each one
+        parts = [pd.date_range(t, periods=k, freq=offset) for t, k in zip(first, lengths, strict=True)]
+        return parts[0].append(parts[1:]) if parts else pd.DatetimeIndex([])
+    return first.repeat(lengths) + pd.to_timedelta(within * step.value, unit="ns")

@@ -13,8 +13,10 @@ from torch.utils.data import Dataset
 class SeriesArrays:
     """All series stored once, end to end: series i is values[offsets[i]:offsets[i + 1]].
 
-    `values` is already scaled (NaN where a target is missing); `loc`/`scale` undo the scaling
-    and `mase_scale` is each series' in-sample seasonal-naive MAE on the raw scale.
+    `values` are the raw targets (NaN where missing), stored once; windows are scaled by the
+    series' `loc`/`scale` when a batch is gathered, so the raw data can be read back exactly
+    (`SeriesDataModule.history`) without a second copy. `mase_scale` is each series' in-sample
+    seasonal-naive MAE on the raw scale.
     `first_step` and `codes`, when given, add each window's `step` (the absolute step number
     of its first target, for learned cycles) and `series` code to its batch.
     """
@@ -80,7 +82,8 @@ class WindowDataset(Dataset):
         a = self.arrays
         starts = self.starts[np.asarray(indices)].astype(np.int64)
         series = np.searchsorted(a.offsets, starts, side="right") - 1
-        window = a.values[starts[:, None] + self._steps]  # (B, L + H)
+        loc, scale = a.loc[series], a.scale[series]
+        window = (a.values[starts[:, None] + self._steps] - loc[:, None]) / scale[:, None]  # (B, L + H)
         missing = np.isnan(window)
         window = np.where(missing, np.float32(0.0), window)
         L = self.input_size
@@ -94,8 +97,8 @@ class WindowDataset(Dataset):
             "x_mask": torch.from_numpy(~missing[:, :L]),  # (B, L) True where observed
             "y": torch.from_numpy(window[:, L:]),  # (B, H)
             "y_mask": torch.from_numpy(~missing[:, L:]),  # (B, H)
-            "loc": torch.from_numpy(a.loc[series]),  # (B,)
-            "scale": torch.from_numpy(a.scale[series]),  # (B,)
+            "loc": torch.from_numpy(loc),  # (B,)
+            "scale": torch.from_numpy(scale),  # (B,)
             "mase_scale": torch.from_numpy(a.mase_scale[series]),  # (B,)
             **extra,  # step, series: (B,) int64
         }

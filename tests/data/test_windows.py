@@ -85,3 +85,29 @@ def test_history_cuts_before_the_test_targets(dm, tiny_frame):
 def test_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one"):
         SeriesDataModule(input_size=4, horizon=2)
+
+
+@pytest.mark.parametrize("freq", ["h", "MS", 3])
+def test_history_gives_back_the_validated_table(freq, tmp_path):
+    from forecast.data.validation import validate_long_frame
+
+    frame = synthetic_long(n_series=3, length=40, seed=2)
+    if freq == "MS":
+        frame["ds"] = np.tile(pd.date_range("2001-01-01", periods=40, freq="MS").to_numpy(), 3)
+    elif freq == 3:
+        frame["ds"] = np.tile(np.arange(40) * 3 + 7, 3)
+    frame = frame.sample(frac=1.0, random_state=0)  # any row order in, sorted out
+    frame.to_parquet(tmp_path / "h.parquet", index=False)
+    dm = SeriesDataModule(path=str(tmp_path / "h.parquet"), freq=freq, input_size=8, horizon=4)
+    dm.setup()
+    expected = validate_long_frame(frame, freq=freq).frame[["unique_id", "ds", "y"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(dm.history(None), expected, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        dm.history("test", ids=["s2"]),
+        expected[expected.unique_id == "s2"].head(36).reset_index(drop=True),
+        check_dtype=False,
+    )
+    # The data module keeps arrays, not the table it read.
+    assert not any(isinstance(v, pd.DataFrame) for v in vars(dm).values())
+    with pytest.raises(KeyError, match="unknown series"):
+        dm.history(ids=["nope"])
