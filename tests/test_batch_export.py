@@ -32,8 +32,10 @@ def forecaster_for(frame, **model) -> Forecaster:
         {"segment_len": 24},
         {"segment_len": 5, "window_norm": True, "loss": "quantile", "quantiles": [0.1, 0.5, 0.9]},
         {"segment_len": 12, "cell": "gru", "bidirectional": True},
+        {"segment_len": 24, "window_norm": "last", "linear_skip": True},
+        {"segment_len": 5, "decoder": "segments", "loss": "quantile", "quantiles": [0.1, 0.5, 0.9]},
     ],
-    ids=["classic", "segments", "revin-quantiles-ragged", "bigru"],
+    ids=["classic", "segments", "revin-quantiles-ragged", "bigru", "last-value-norm", "segment-decoder"],
 )
 def test_onnx_copy_agrees_with_pytorch_to_1e5(model, tmp_path):
     frame = synthetic_long(n_series=5, length=120, seed=4)

@@ -131,7 +131,7 @@ def test_cli_joins_a_running_cluster(setup, tmp_path, subprocess_env):
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,  # worker processes start slowly on a busy 2-core machine (120 s was hit once)
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert_same_rows(out, expected)

@@ -33,12 +33,13 @@ class ForecastModule(L.LightningModule):
         dropout: float = 0.0,
         bidirectional: bool = False,
         head_hidden: int = 256,
-        window_norm: bool = False,
+        window_norm: bool | str = False,
         segment_len: int = 1,
         linear_skip: bool = False,
         cycle_len: int = 0,
         cycle_per_series: bool = False,
         n_series: int = 0,
+        decoder: str = "mlp",
         loss: Loss = "mae",
         quantiles: list[float] | None = None,
         lr: float = 1e-3,
@@ -70,6 +71,7 @@ class ForecastModule(L.LightningModule):
             "linear_skip": linear_skip,
             "cycle_len": cycle_len,
             "n_series": n_series if cycle_len and cycle_per_series else 0,
+            "decoder": decoder,
         }
         if cycle_len and cycle_per_series and n_series < 1:
             raise ValueError(

@@ -19,7 +19,9 @@ class RecurrentForecaster(nn.Module):
     Each input step carries the scaled value and an observed flag, so masked (missing) inputs
     are distinguishable from zeros. `window_norm` additionally standardises every input window
     by its own mean and std and undoes it on the output (reversible instance normalisation,
-    Kim et al. 2022), which helps when levels drift between training and forecasting.
+    Kim et al. 2022), which helps when levels drift between training and forecasting;
+    `window_norm="last"` only subtracts the window's last observed value and adds it back
+    (SegRNN's and NLinear's normalisation: the forecast starts from where the series is).
 
     `segment_len` > 1 feeds the RNN one segment of that many steps per recurrent step, through
     a linear embedding (segment-wise recurrence, Lin et al. 2023, SegRNN): 24 hourly steps per
@@ -49,20 +51,30 @@ class RecurrentForecaster(nn.Module):
         bidirectional: bool = False,
         n_outputs: int = 1,
         head_hidden: int = 256,
-        window_norm: bool = False,
+        window_norm: bool | Literal["revin", "last"] = False,
         segment_len: int = 1,
         linear_skip: bool = False,
         cycle_len: int = 0,
         n_series: int = 0,
+        decoder: Literal["mlp", "segments"] = "mlp",
     ) -> None:
         super().__init__()
+        if decoder not in ("mlp", "segments"):
+            raise ValueError(f"unknown decoder {decoder!r}; use mlp or segments")
+        if decoder == "segments" and bidirectional:
+            raise ValueError(
+                "decoder=segments continues the encoder's state forward: use bidirectional=false"
+            )
         if cell not in _CELLS:
             raise ValueError(f"unknown cell {cell!r}; use one of {sorted(_CELLS)}")
         if segment_len < 1:
             raise ValueError(f"segment_len must be >= 1, got {segment_len}")
         if cycle_len < 0 or n_series < 0:
             raise ValueError(f"cycle_len and n_series must be >= 0, got {cycle_len}, {n_series}")
-        self.input_size, self.horizon, self.window_norm = input_size, horizon, window_norm
+        if window_norm not in (True, False, "revin", "last"):
+            raise ValueError(f"window_norm must be true, false, 'revin' or 'last', got {window_norm!r}")
+        self.input_size, self.horizon = input_size, horizon
+        self.window_norm = "revin" if window_norm is True else window_norm or None
         self.segment_len = segment_len
         self.n_segments = -(-input_size // segment_len)  # ceil: the oldest segment is padded
         self.embed = (
@@ -77,7 +89,15 @@ class RecurrentForecaster(nn.Module):
             batch_first=True,
         )
         self.directions = 2 if bidirectional else 1
-        self.head = MLPHead(hidden_size * self.directions, horizon, n_outputs, head_hidden, dropout)
+        self.decoder, self.n_outputs = decoder, n_outputs
+        if decoder == "segments":
+            # One recurrent step per output segment, all in parallel from the encoder's final
+            # state, told which segment it is by a learned position (SegRNN's parallel decoding).
+            self.n_out_segments = -(-horizon // segment_len)
+            self.positions = nn.Parameter(torch.randn(self.n_out_segments, self.rnn.input_size))
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, segment_len * n_outputs))
+        else:
+            self.head = MLPHead(hidden_size * self.directions, horizon, n_outputs, head_hidden, dropout)
         self.skip = nn.Linear(input_size, horizon) if linear_skip else None
         self.cycle_len = cycle_len
         self.cycle = nn.Parameter(torch.zeros(cycle_len)) if cycle_len else None
@@ -105,6 +125,19 @@ class RecurrentForecaster(nn.Module):
         phase_out = torch.remainder(step + torch.arange(self.horizon, device=step.device), self.cycle_len)
         return table.gather(1, phase_in), table.gather(1, phase_out)
 
+    def _decode_segments(self, state: torch.Tensor | tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
+        """Encoder state -> (B, H, Q): one step of the same RNN per output segment, in parallel."""
+        M = self.n_out_segments
+        inputs = self.positions[None].expand(batch, -1, -1).reshape(batch * M, 1, -1)  # (B * M, 1, in)
+        # (layers, B, hidden) -> (layers, B * M, hidden): every segment starts from its window's state
+        if isinstance(state, tuple):
+            state = tuple(s.repeat_interleave(M, dim=1) for s in state)
+        else:
+            state = state.repeat_interleave(M, dim=1)
+        steps, _ = self.rnn(inputs, state)  # (B * M, 1, hidden)
+        out = self.head(steps[:, 0])  # (B * M, seg * Q)
+        return out.reshape(batch, M * self.segment_len, self.n_outputs)[:, : self.horizon]
+
     def forward(
         self,
         x: torch.Tensor,
@@ -114,7 +147,12 @@ class RecurrentForecaster(nn.Module):
     ) -> torch.Tensor:
         """x, x_mask: (B, L); step, series: (B,) int -> (B, H, n_outputs), on the scale of x."""
         observed = torch.ones_like(x) if x_mask is None else x_mask.to(x.dtype)
-        if self.window_norm:
+        if self.window_norm == "last":
+            # Position of each window's last observed step (the largest observed index).
+            last = (observed * torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype)).argmax(1)
+            mean, std = x.gather(1, last[:, None]), torch.ones_like(x[:, :1])  # (B, 1)
+            x = (x - mean) * observed
+        elif self.window_norm:
             count = observed.sum(1, keepdim=True).clamp_min(1.0)
             mean = (x * observed).sum(1, keepdim=True) / count  # (B, 1)
             std = (((x - mean) * observed).square().sum(1, keepdim=True) / count).sqrt() + 1e-5
@@ -129,9 +167,12 @@ class RecurrentForecaster(nn.Module):
             inputs = inputs.reshape(x.shape[0], self.n_segments, 2 * self.segment_len)  # (B, S, 2 * seg)
             inputs = self.embed(inputs)  # (B, S, hidden)
         _, state = self.rnn(inputs)
-        h_n = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, hidden)
-        last = h_n[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)  # (B, dirs * hidden)
-        out = self.head(last)  # (B, H, Q)
+        if self.decoder == "segments":
+            out = self._decode_segments(state, x.shape[0])  # (B, H, Q)
+        else:
+            h_n = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, hidden)
+            last = h_n[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)  # (B, dirs * hidden)
+            out = self.head(last)  # (B, H, Q)
         if self.skip is not None:
             out = out + self.skip(x)[:, :, None]  # (B, H, 1) shared by every output column
         if self.cycle is not None:

@@ -24,11 +24,49 @@ def test_output_shape(cell, num_layers, bidirectional, segment_len):
     assert net.rnn.num_layers == num_layers and net.rnn.bidirectional == bidirectional
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("segment_len", [1, 4, 5])
+def test_segment_decoder_shapes_and_limits(cell, segment_len):
+    # Horizon 7 is not a multiple of 4 or 5: the last output segment is cut.
+    net = RecurrentForecaster(
+        input_size=20,
+        horizon=7,
+        cell=cell,
+        hidden_size=8,
+        num_layers=2,
+        segment_len=segment_len,
+        decoder="segments",
+        n_outputs=3,
+    )
+    assert net(torch.randn(4, 20)).shape == (4, 7, 3)
+    assert net.positions.shape == (-(-7 // segment_len), net.rnn.input_size)
+    with pytest.raises(ValueError, match="bidirectional=false"):
+        RecurrentForecaster(input_size=20, horizon=7, bidirectional=True, decoder="segments")
+    with pytest.raises(ValueError, match="unknown decoder"):
+        RecurrentForecaster(input_size=20, horizon=7, decoder="attention")
+
+
 def test_window_norm_is_scale_equivariant():
     torch.manual_seed(0)
     net = RecurrentForecaster(input_size=12, horizon=3, hidden_size=8, window_norm=True)
     x = torch.randn(2, 12)
     torch.testing.assert_close(net(10 * x + 5), 10 * net(x) + 5, rtol=1e-4, atol=1e-3)
+
+
+def test_last_value_norm_is_shift_equivariant_and_skips_missing_steps():
+    torch.manual_seed(0)
+    net = RecurrentForecaster(input_size=12, horizon=3, hidden_size=8, window_norm="last", segment_len=4)
+    x = torch.randn(2, 12)
+    torch.testing.assert_close(net(x + 7.0), net(x) + 7.0, rtol=1e-4, atol=1e-4)
+    # A missing last step: the last *observed* value anchors the window.
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[:, -1] = False
+    shifted = torch.where(mask, x + 3.0, torch.zeros_like(x))
+    torch.testing.assert_close(
+        net(shifted, mask), net(torch.where(mask, x, 0.0), mask) + 3.0, rtol=1e-4, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="window_norm must be"):
+        RecurrentForecaster(input_size=12, horizon=3, window_norm="median")
 
 
 def test_quantile_module_outputs_one_column_per_quantile():
