@@ -232,14 +232,17 @@ class SeriesDataModule(L.LightningDataModule):
         pick = np.arange(len(self.ids)) if ids is None else pd.Index(self.ids).get_indexer(list(ids))
         if (pick < 0).any():
             raise KeyError(f"unknown series: {list(np.asarray(list(ids))[pick < 0])[:5]}")
-        cut = {None: 0, "test": self.test_size, "val": self.test_size + self.val_size}[before]
+        cuts = {None: 0, "test": self.test_size, "val": self.test_size + self.val_size}
+        if before not in cuts:
+            raise ValueError(f"before must be 'test', 'val' or None, got {before!r}")
+        cut = cuts[before]
         lengths = a.lengths[pick] - cut
         first = a.offsets[pick]
         within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         return pd.DataFrame(
             {
                 c.id_col: np.repeat(self.ids[pick], lengths),
-                c.time_col: series_times(self.first_time[pick], lengths, self.data_freq).to_numpy(),
+                c.time_col: series_times(self.first_time[pick], lengths, self.data_freq),
                 c.target_col: a.values[np.repeat(first, lengths) + within],
             }
         )
