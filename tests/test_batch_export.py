@@ -66,3 +66,17 @@ def test_exporting_is_opt_in_and_runtime_falls_back(tmp_path):
     assert (f.save(tmp_path / "with") / ONNX).is_file()
     with pytest.raises(ValueError, match="unknown export"):
         f.save(tmp_path / "x", export=["torchscript"])
+
+
+def test_training_export_setting(monkeypatch, caplog):
+    """`export: auto` logs the ONNX copy only when it can be made; explicit lists pass through."""
+    import forecast.training as training
+
+    monkeypatch.setattr(training, "onnx_export_available", lambda: True)
+    assert training.serving_exports("auto") == ("onnx",)
+    monkeypatch.setattr(training, "onnx_export_available", lambda: False)
+    with caplog.at_level("INFO", logger="forecast.training"):
+        assert training.serving_exports("auto") == ()
+    assert "pip install forecast[onnx]" in caplog.text
+    assert training.serving_exports(["onnx"]) == ("onnx",)
+    assert training.serving_exports([]) == () and training.serving_exports(None) == ()
