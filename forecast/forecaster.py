@@ -17,8 +17,7 @@ from torch import nn
 
 from forecast import __version__
 from forecast.data.calendar import step_index
-from forecast.data.scaling import _EPS as SCALE_EPS
-from forecast.data.scaling import SeriesScaler
+from forecast.data.scaling import SeriesScaler, segment_stats
 from forecast.data.validation import ColumnSpec, ValidatedFrame, validate_long_frame
 from forecast.models.registry import build_net
 
@@ -153,34 +152,6 @@ def torch_runner(net: nn.Module) -> NetRunner:
     return run
 
 
-def own_history_stats(
-    values: np.ndarray, starts: np.ndarray, ends: np.ndarray, kind: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-series (loc, scale) of values[starts[i]:ends[i]], as `SeriesScaler.fit` computes them.
-
-    `standard` (the default scaler) is vectorised with segment sums, since pandas' groupby was a
-    tenth of the batch forecast's time on series the model never saw; other kinds use the fit.
-    """
-    lengths = ends - starts
-    first = np.cumsum(lengths) - lengths  # each series' first row in the gathered rows
-    rows = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(first, lengths))
-    gathered = values[rows].astype(np.float64)  # (rows of these series,)
-    if kind != "standard":
-        codes = np.repeat(np.arange(len(starts)), lengths)
-        own = SeriesScaler.fit(pd.Series(codes), pd.Series(gathered), kind)
-        loc, scale, _ = own.lookup(np.arange(len(starts)))
-        return loc, scale
-    missing = np.isnan(gathered)
-    count = np.add.reduceat(~missing, first).astype(np.float64)  # (n,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.add.reduceat(np.where(missing, 0.0, gathered), first) / count
-        dev = np.where(missing, 0.0, gathered - np.repeat(mean, lengths))
-        std = np.sqrt(np.add.reduceat(dev * dev, first) / count)
-    # As SeriesScaler.fit: no spread (or no values) -> scale 1; no values -> loc 0.
-    std = np.where(np.isfinite(std) & (np.abs(std) > SCALE_EPS), std, 1.0)
-    return np.nan_to_num(mean, nan=0.0).astype(np.float32), std.astype(np.float32)
-
-
 class Forecaster:
     """Network + scaler + settings: forecasts the next `horizon` steps of any series.
 
@@ -298,7 +269,7 @@ class Forecaster:
         loc, scale, known = self.scaler.lookup(block.ids)
         unseen = np.flatnonzero(~known)
         if len(unseen):
-            loc[unseen], scale[unseen] = own_history_stats(
+            loc[unseen], scale[unseen] = segment_stats(
                 block.values, block.starts[unseen], block.ends[unseen], self.scaler.kind
             )
         scaled = (window - loc[:, None]) / scale[:, None]

@@ -8,16 +8,18 @@ from collections.abc import Sequence
 import lightning as L
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from forecast.data.calendar import step_index
 from forecast.data.io import read_table
-from forecast.data.scaling import ScalerKind, SeriesScaler
+from forecast.data.scaling import ScalerKind, SeriesScaler, segment_stats
 from forecast.data.validation import (
     ColumnSpec,
     MissingPolicy,
     ShortPolicy,
+    series_breaks,
     validate_long_frame,
 )
 from forecast.data.windows import (
@@ -137,21 +139,21 @@ class SeriesDataModule(L.LightningDataModule):
         # `history()` rebuilds what it needs from these.
         frame, c = validated.frame, self.columns
         self.data_freq = validated.freq
-        ids = frame[c.id_col]
-        lengths = ids.groupby(ids.to_numpy(), sort=False).size()
-        self.ids = lengths.index.to_numpy()
-        n = lengths.to_numpy()
+        # Series boundaries from the sorted id column, without a groupby over every row.
+        starts = np.concatenate([[0], np.flatnonzero(series_breaks(frame[c.id_col])) + 1])
+        self.ids = frame[c.id_col].iloc[starts].to_numpy()
+        n = np.diff(np.append(starts, len(frame)))
         offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
         test_start = n - self.test_size
         val_start = test_start - self.val_size
         self.first_time = pd.Index(frame[c.time_col].iloc[offsets[:-1]])
 
-        # Position of each row inside its series, to keep only training rows for the scaler.
-        position = np.arange(len(frame)) - np.repeat(offsets[:-1], n)
-        in_train = position < np.repeat(val_start, n)
         raw = frame[c.target_col].to_numpy(dtype=np.float32)
-        self.scaler = SeriesScaler.fit(ids[in_train], frame[c.target_col][in_train], self.scaler_kind)
-        loc, scale, _ = self.scaler.lookup(self.ids)
+        # Statistics of each series' training rows [offset, offset + val_start) by segment sums
+        # over the values in place: a pandas groupby over 100M rows took gigabytes of temporaries.
+        loc, scale = segment_stats(raw, offsets[:-1], offsets[:-1] + val_start, self.scaler_kind)
+        stats = pd.DataFrame({"loc": loc, "scale": scale}, index=pd.Index(self.ids, name="unique_id"))
+        self.scaler = SeriesScaler(kind=self.scaler_kind, stats=stats.astype("float32"))
         self.arrays = SeriesArrays(
             values=raw,
             offsets=offsets,
@@ -161,7 +163,10 @@ class SeriesDataModule(L.LightningDataModule):
             first_step=self._first_steps(self.first_time.to_numpy()),
             codes=self.scaler.codes(self.ids),
         )
-        del validated, frame, ids, position, in_train
+        del validated, frame
+        # Arrow's allocator keeps freed pages of the table it read (gigabytes at 100M rows);
+        # hand them back so the process holds what the data module holds.
+        pa.default_memory_pool().release_unused()
         L, H = self.input_size, self.horizon
         splits = {
             "train": (np.full_like(n, L), val_start, self.train_stride),

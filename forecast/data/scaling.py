@@ -72,3 +72,73 @@ class SeriesScaler:
     def from_frame(cls, frame: pd.DataFrame, kind: ScalerKind) -> SeriesScaler:
         """Inverse of `to_frame`."""
         return cls(kind=kind, stats=frame.set_index(frame.columns[0])[["loc", "scale"]])
+
+
+def segment_stats(
+    values: np.ndarray, starts: np.ndarray, ends: np.ndarray, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-series (loc, scale) of values[starts[i]:ends[i]], as `SeriesScaler.fit` computes them.
+
+    `standard` (the default scaler) is vectorised with segment sums: pandas' groupby was a tenth
+    of the batch forecast's time on series the model never saw, and gigabytes of temporaries when
+    fitting 100M training rows; other kinds use the fit.
+    """
+    lengths = ends - starts
+    if kind != "standard":
+        first = np.cumsum(lengths) - lengths  # each series' first row in the gathered rows
+        rows = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(first, lengths))
+        codes = np.repeat(np.arange(len(starts)), lengths)
+        own = SeriesScaler.fit(pd.Series(codes), pd.Series(values[rows].astype(np.float64)), kind)
+        loc, scale, _ = own.lookup(np.arange(len(starts)))
+        return loc, scale
+    # Segment sums straight over `values` (no gathered copy): reduceat over the interleaved
+    # bounds (start_0, end_0, start_1, end_1, ...) sums [start_i, end_i) at the even places.
+    ordered = len(starts) < 2 or bool(np.all(starts[1:] >= ends[:-1]))
+    if not ordered or len(starts) == 0 or (lengths <= 0).any():
+        return _segment_stats_gathered(values, starts, ends)
+    x = np.append(values.astype(np.float64), 0.0)  # the extra 0 lets the last end be an index
+    missing = np.isnan(x)
+    x[missing] = 0.0
+    bounds = np.stack([starts, ends], axis=1).reshape(-1)
+
+    def sums(a: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(a, bounds)[::2]
+
+    count = sums((~missing).astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums(x) / count
+        # Second pass about the mean, as pandas' std does, for the same rounding.
+        dev = np.where(missing, 0.0, x - np.repeat(np.append(mean, 0.0), _gaps(starts, ends, len(x))))
+        std = np.sqrt(sums(dev * dev) / count)
+    return _finish(mean, std)
+
+
+def _gaps(starts: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
+    """Repeat counts that lay out mean_i over [prev_end, end_i) and 0 after the last end."""
+    bounds = np.append(ends, n)
+    return np.diff(np.concatenate([[0], bounds]))
+
+
+def _finish(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # As SeriesScaler.fit: no spread (or no values) -> scale 1; no values -> loc 0.
+    std = np.where(np.isfinite(std) & (np.abs(std) > _EPS), std, 1.0)
+    return np.nan_to_num(mean, nan=0.0).astype(np.float32), std.astype(np.float32)
+
+
+def _segment_stats_gathered(
+    values: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The standard statistics over gathered rows: for overlapping or empty segments."""
+    lengths = ends - starts
+    first = np.cumsum(lengths) - lengths
+    rows = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(first, lengths))
+    gathered = values[rows].astype(np.float64)
+    missing = np.isnan(gathered)
+    n = len(starts)
+    codes = np.repeat(np.arange(n), lengths)
+    count = np.bincount(codes, weights=~missing, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(codes, weights=np.where(missing, 0.0, gathered), minlength=n) / count
+        dev = np.where(missing, 0.0, gathered - np.repeat(mean, lengths))
+        std = np.sqrt(np.bincount(codes, weights=dev * dev, minlength=n) / count)
+    return _finish(mean, std)

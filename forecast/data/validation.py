@@ -131,22 +131,44 @@ def _resolve_freq(frame: pd.DataFrame, cols: ColumnSpec, freq: str | int | None)
     )
 
 
-def _check_regular(frame: pd.DataFrame, cols: ColumnSpec, freq: str | int) -> None:
-    ids = frame[cols.id_col].to_numpy()
+def series_breaks(ids: pd.Series) -> np.ndarray:
+    """(n - 1,) bool: True where row i + 1 starts another series than row i.
+
+    Compared column-wise by pandas (Arrow strings stay Arrow): `to_numpy()` on a string id
+    column would make one Python object per row, gigabytes for 100M rows.
+    """
+    return ids.ne(ids.shift()).to_numpy(dtype=bool)[1:]
+
+
+def _ticks(ds: pd.Series) -> np.ndarray:
+    """Time stamps (or integer steps) as int64, for vectorised order and step checks."""
+    values = ds.to_numpy()
+    return values.view(np.int64) if values.dtype.kind == "M" else values.astype(np.int64, copy=False)
+
+
+def _check_regular(frame: pd.DataFrame, cols: ColumnSpec, freq: str | int, breaks: np.ndarray) -> None:
     ds = frame[cols.time_col]
-    same_series = ids[1:] == ids[:-1]
     if isinstance(freq, int):
         ok = np.diff(ds.to_numpy()) == freq
     else:
         offset = pd.tseries.frequencies.to_offset(freq)
-        index = pd.DatetimeIndex(ds)
-        # Shifting every timestamp by one period works for calendar offsets (month ends,
-        # weeks) too, where a fixed timedelta would not.
-        ok = (index[:-1] + offset).to_numpy() == index[1:].to_numpy()
-    bad = np.flatnonzero(same_series & ~ok)
+        try:  # fixed steps: compare integers in the column's own unit
+            step_ns, unit_ns = pd.Timedelta(offset).value, pd.Timedelta(1, unit=ds.dt.unit).value
+            step = step_ns // unit_ns if step_ns % unit_ns == 0 else None
+        except ValueError:
+            step = None
+        if step:
+            ok = np.diff(_ticks(ds)) == step
+        else:
+            index = pd.DatetimeIndex(ds)
+            # Shifting every timestamp by one period works for calendar offsets (month ends,
+            # weeks), where a fixed timedelta would not.
+            ok = (index[:-1] + offset).to_numpy() == index[1:].to_numpy()
+    bad = np.flatnonzero(~breaks & ~ok)
     if len(bad):
         first = bad[0]
-        bad_ids = pd.unique(ids[bad])
+        ids = frame[cols.id_col]
+        bad_ids = pd.unique(ids.iloc[bad])
         raise DataValidationError(
             f"series are not regular at frequency {freq!r}: {len(bad_ids)} series have gaps or "
             f"off-grid steps ({_examples(bad_ids)}); first at id {ids[first]!r} between "
@@ -182,7 +204,19 @@ def validate_long_frame(
     for col in extra:
         frame[col] = df[col]
 
-    dup = frame.duplicated([c.id_col, c.time_col], keep=False)
+    # A table already sorted by id, with times strictly increasing inside each series, has no
+    # duplicate pairs and needs no sort: checked in O(n) without hashing or copying rows, which
+    # for 100M rows saves most of the time and memory of validation.
+    breaks = series_breaks(frame[c.id_col])
+    # Sorted by id iff each run's id is greater than the previous run's: n_series comparisons,
+    # not n_rows (pandas' is_monotonic_increasing on 100M Arrow strings took 21 s and 7 GB).
+    run_ids = pd.Index(frame[c.id_col].iloc[np.concatenate([[0], np.flatnonzero(breaks) + 1])])
+    presorted = bool(
+        run_ids.is_monotonic_increasing
+        and run_ids.is_unique
+        and np.all(breaks | (np.diff(_ticks(frame[c.time_col])) > 0))
+    )
+    dup = pd.Series(False) if presorted else frame.duplicated([c.id_col, c.time_col], keep=False)
     if dup.any():
         pairs = frame.loc[dup, [c.id_col, c.time_col]].drop_duplicates().head(_EXAMPLES)
         raise DataValidationError(
@@ -190,9 +224,13 @@ def validate_long_frame(
             f"e.g. {list(pairs.itertuples(index=False, name=None))}; each series may have one "
             "value per time step"
         )
-    frame = frame.sort_values([c.id_col, c.time_col], kind="stable").reset_index(drop=True)
+    if not presorted:
+        frame = frame.sort_values([c.id_col, c.time_col], kind="stable").reset_index(drop=True)
+        breaks = series_breaks(frame[c.id_col])
+    else:
+        frame = frame.reset_index(drop=True)
     resolved = _resolve_freq(frame, c, freq)
-    _check_regular(frame, c, resolved)
+    _check_regular(frame, c, resolved, breaks)
 
     nan = frame[c.target_col].isna()
     if nan.any() and missing == "error":
@@ -203,7 +241,8 @@ def validate_long_frame(
             "data.missing=mask to leave them out of the loss"
         )
 
-    lengths = frame.groupby(c.id_col, sort=False).size()
+    starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
+    lengths = pd.Series(np.diff(np.append(starts, len(frame))), index=frame[c.id_col].iloc[starts].to_numpy())
     short = lengths[lengths < min_length]
     dropped: tuple = ()
     if len(short):
