@@ -19,3 +19,12 @@ def test_quick_run_prints_a_line_per_stage(tmp_path, subprocess_env):
         assert {"stage", "model", "series", "wall_s", "peak_rss_mb", rates[r["stage"]]} <= set(r)
         assert r[rates[r["stage"]]] > 0 and r["peak_rss_mb"] > 0
     assert lines[-1]["rows_out"] == 60 * 48
+
+
+@pytest.mark.slow
+def test_setup_scale_prints_one_line_per_size(tmp_path, subprocess_env):
+    args = ["--sizes", "20,40", "--length", "400", "--workdir", str(tmp_path)]
+    lines = run_bench("setup_scale.py", args, subprocess_env)
+    assert [(r["series"], r["rows"]) for r in lines] == [(20, 8000), (40, 16000)]
+    for r in lines:
+        assert r["setup_s"] > 0 and r["peak_rss_mb"] > 0 and r["raw_mb"] > 0
