@@ -48,7 +48,7 @@ def worker(path: Path, input_size: int, horizon: int) -> None:
         "stage": "setup",
         "series": len(dm.ids),
         "rows": int(dm.arrays.values.size),
-        "setup_s": round(setup_s, 1),
+        "setup_s": round(setup_s, 2),
         "peak_rss_mb": round(_status_mb("VmHWM"), 1),
         "held_mb": round(held, 1),
         "raw_mb": round(raw, 1),

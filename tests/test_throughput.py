@@ -27,4 +27,5 @@ def test_setup_scale_prints_one_line_per_size(tmp_path, subprocess_env):
     lines = run_bench("setup_scale.py", args, subprocess_env)
     assert [(r["series"], r["rows"]) for r in lines] == [(20, 8000), (40, 16000)]
     for r in lines:
-        assert r["setup_s"] > 0 and r["peak_rss_mb"] > 0 and r["raw_mb"] > 0
+        assert r["setup_s"] >= 0 and r["peak_rss_mb"] > 0 and "held_vs_raw" in r
+        assert r["raw_mb"] == pytest.approx(r["rows"] * 4 / 2**20, abs=0.05)
