@@ -27,10 +27,12 @@ TINY_TRAIN = [
 ]
 
 
-def run_pipeline(script: str, args: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 300):
-    """Run pipelines/<script> with Hydra overrides; return the CompletedProcess."""
+def run_script(
+    folder: str, script: str, args: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 300
+):
+    """Run <folder>/<script> of the repository with `args`; return the CompletedProcess."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / script), *args],
+        [sys.executable, str(ROOT / folder / script), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -44,17 +46,14 @@ def run_pipeline(script: str, args: list[str], cwd: Path, env: dict, check: bool
     return proc
 
 
+def run_pipeline(script: str, args: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 300):
+    """Run pipelines/<script> with Hydra overrides; return the CompletedProcess."""
+    return run_script("pipelines", script, args, cwd, env, check, timeout)
+
+
 def run_bench(script: str, args: list[str], env: dict, timeout: int = 300) -> list[dict]:
     """Run bench/<script> from the repository root; return its JSON result lines."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script("bench", script, args, ROOT, env, timeout=timeout)
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, proc.stdout
     return lines

@@ -6,8 +6,9 @@ Lightning data module, and importing Lightning costs seconds of start-up per pro
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from forecast._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from forecast.data.datamodule import SeriesDataModule
@@ -40,7 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _WHERE)

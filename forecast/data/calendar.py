@@ -19,6 +19,17 @@ import pandas as pd
 _ANCHORED = re.compile(r"^(\d*)(M|Q|Y|A|BM|BQ|BY)(S|E)(-.*)?$")
 
 
+def fixed_step(freq: str, unit: str = "ns") -> int | None:
+    """The frequency's step as a whole number of `unit` (s, ms, us, ns); None for calendar
+    steps without a fixed length (weeks, month ends) or a step that is not whole in `unit`."""
+    try:
+        step_ns = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).value
+    except ValueError:
+        return None
+    unit_ns = pd.Timedelta(1, unit=unit).value
+    return step_ns // unit_ns if step_ns and step_ns % unit_ns == 0 else None
+
+
 def step_index(times: np.ndarray | pd.Series, freq: str | int) -> np.ndarray:
     """(n,) int64 step numbers of `times` on the `freq` grid (integer times: times // freq)."""
     values = np.asarray(times)
@@ -27,10 +38,7 @@ def step_index(times: np.ndarray | pd.Series, freq: str | int) -> np.ndarray:
         return values.astype(np.int64) // step
     stamps = pd.DatetimeIndex(values)
     offset = pd.tseries.frequencies.to_offset(freq)
-    try:
-        step_ns = pd.Timedelta(offset).value  # fixed steps: h, min, s, D, 15min, ...
-    except ValueError:
-        step_ns = None
+    step_ns = fixed_step(freq)  # fixed steps: h, min, s, D, 15min, ...
     if step_ns:
         ns = stamps.tz_localize(None).as_unit("ns").asi8 if stamps.tz else stamps.as_unit("ns").asi8
         return ns // step_ns

@@ -12,7 +12,7 @@ import pyarrow as pa
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from forecast.data.calendar import step_index
+from forecast.data.calendar import fixed_step, step_index
 from forecast.data.io import read_table
 from forecast.data.scaling import ScalerKind, SeriesScaler, segment_stats
 from forecast.data.validation import (
@@ -258,10 +258,9 @@ def series_times(first: pd.Index, lengths: np.ndarray, freq: str | int) -> pd.In
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     if isinstance(freq, int):
         return pd.Index(first.to_numpy().astype(np.int64).repeat(lengths) + within * freq)
-    offset = pd.tseries.frequencies.to_offset(freq)
-    try:
-        step = pd.Timedelta(offset)
-    except ValueError:  # calendar steps (month ends, weeks): pandas places each one
+    step_ns = fixed_step(freq)
+    if step_ns is None:  # calendar steps (month ends, weeks): pandas places each one
+        offset = pd.tseries.frequencies.to_offset(freq)
         parts = [pd.date_range(t, periods=k, freq=offset) for t, k in zip(first, lengths, strict=True)]
         return parts[0].append(parts[1:]) if parts else pd.DatetimeIndex([])
-    return first.repeat(lengths) + pd.to_timedelta(within * step.value, unit="ns")
+    return first.repeat(lengths) + pd.to_timedelta(within * step_ns, unit="ns")

@@ -10,6 +10,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from forecast.data.calendar import fixed_step
+
 log = logging.getLogger(__name__)
 
 MissingPolicy = Literal["error", "mask"]
@@ -151,15 +153,11 @@ def _check_regular(frame: pd.DataFrame, cols: ColumnSpec, freq: str | int, break
     if isinstance(freq, int):
         ok = np.diff(ds.to_numpy()) == freq
     else:
-        offset = pd.tseries.frequencies.to_offset(freq)
-        try:  # fixed steps: compare integers in the column's own unit
-            step_ns, unit_ns = pd.Timedelta(offset).value, pd.Timedelta(1, unit=ds.dt.unit).value
-            step = step_ns // unit_ns if step_ns % unit_ns == 0 else None
-        except ValueError:
-            step = None
+        step = fixed_step(freq, ds.dt.unit)  # fixed steps: compare integers in the column's unit
         if step:
             ok = np.diff(_ticks(ds)) == step
         else:
+            offset = pd.tseries.frequencies.to_offset(freq)
             index = pd.DatetimeIndex(ds)
             # Shifting every timestamp by one period works for calendar offsets (month ends,
             # weeks), where a fixed timedelta would not.
@@ -216,19 +214,18 @@ def validate_long_frame(
         and run_ids.is_unique
         and np.all(breaks | (np.diff(_ticks(frame[c.time_col])) > 0))
     )
-    dup = pd.Series(False) if presorted else frame.duplicated([c.id_col, c.time_col], keep=False)
-    if dup.any():
-        pairs = frame.loc[dup, [c.id_col, c.time_col]].drop_duplicates().head(_EXAMPLES)
-        raise DataValidationError(
-            f"{int(dup.sum())} rows share a ({c.id_col}, {c.time_col}) pair with another row, "
-            f"e.g. {list(pairs.itertuples(index=False, name=None))}; each series may have one "
-            "value per time step"
-        )
     if not presorted:
-        frame = frame.sort_values([c.id_col, c.time_col], kind="stable").reset_index(drop=True)
+        dup = frame.duplicated([c.id_col, c.time_col], keep=False)
+        if dup.any():
+            pairs = frame.loc[dup, [c.id_col, c.time_col]].drop_duplicates().head(_EXAMPLES)
+            raise DataValidationError(
+                f"{int(dup.sum())} rows share a ({c.id_col}, {c.time_col}) pair with another row, "
+                f"e.g. {list(pairs.itertuples(index=False, name=None))}; each series may have one "
+                "value per time step"
+            )
+        frame = frame.sort_values([c.id_col, c.time_col], kind="stable")
         breaks = series_breaks(frame[c.id_col])
-    else:
-        frame = frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
     resolved = _resolve_freq(frame, c, freq)
     _check_regular(frame, c, resolved, breaks)
 

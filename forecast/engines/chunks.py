@@ -15,10 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forecast.data.calendar import fixed_step
 from forecast.data.validation import DataValidationError
 from forecast.forecaster import Forecaster, SeriesBlock
-
-_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
 def time_step(time_type: pa.DataType, freq: str | int) -> int | None:
@@ -27,12 +26,7 @@ def time_step(time_type: pa.DataType, freq: str | int) -> int | None:
         return freq if pa.types.is_integer(time_type) else None
     if not pa.types.is_timestamp(time_type) or time_type.tz is not None:
         return None
-    try:
-        step_ns = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).value
-    except ValueError:
-        return None  # a calendar offset (weeks, month ends): validate_long_frame handles those
-    unit = _UNIT_NS[time_type.unit]
-    return step_ns // unit if step_ns % unit == 0 else None
+    return fixed_step(freq, time_type.unit)  # None for calendar offsets: validate_long_frame handles those
 
 
 def fast_block(table: pa.Table, forecaster: Forecaster) -> SeriesBlock | None:
