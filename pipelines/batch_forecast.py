@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from forecast.batch import RayOptions, run_batch_forecast
+from forecast.cli import run_app
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="batch_forecast")
@@ -25,4 +26,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

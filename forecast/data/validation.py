@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.calendar import fixed_step
+from forecast.errors import DataValidationError
+
+__all__ = ["ColumnSpec", "DataValidationError", "ValidatedFrame", "validate_long_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +21,6 @@ MissingPolicy = Literal["error", "mask"]
 ShortPolicy = Literal["error", "drop"]
 
 _EXAMPLES = 5  # how many offending ids / rows an error message shows
-
-
-class DataValidationError(ValueError):
-    """Raised when user data breaks the data contract (see DESIGN.md)."""
 
 
 @dataclass(frozen=True)

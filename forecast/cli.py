@@ -1,0 +1,93 @@
+"""Run a pipeline's Hydra app so that a user's mistake ends as one line and a documented exit code.
+
+Hydra prints its own multi-line report (or a stripped traceback) for any exception and exits
+with 1, so a scheduler cannot tell bad data from a dead server. `run_app` lets exceptions
+through Hydra (`HYDRA_FULL_ERROR=1` for Hydra itself) and turns the ones a user can fix
+(`forecast.errors.ForecastError`, Hydra's config errors) into `error: <message>` on stderr and
+their exit code. Anything else is a bug and keeps its traceback. With `HYDRA_FULL_ERROR=1` or
+`FORECAST_DEBUG=1` set by the user every error keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from forecast.errors import ConfigError, ForecastError
+
+log = logging.getLogger(__name__)
+
+_DEBUG_VARS = ("HYDRA_FULL_ERROR", "FORECAST_DEBUG")
+
+
+_OURS = "_FORECAST_SET_HYDRA_FULL_ERROR"  # set by run_app, inherited by DDP's child processes
+
+
+def debug_requested() -> bool:
+    """Whether the user (not run_app in a parent process) asked for full tracebacks."""
+    names = _DEBUG_VARS[1:] if os.environ.get(_OURS) else _DEBUG_VARS
+    return any(os.environ.get(name, "") not in ("", "0") for name in names)
+
+
+def _config_error(err: BaseException) -> ConfigError | None:
+    """Hydra's and OmegaConf's composition errors (unknown key, bad override) as a ConfigError."""
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, MissingConfigException | OverrideParseException | OmegaConfBaseException):
+        pass
+    elif type(err).__name__ == "ConfigCompositionException" and isinstance(err, HydraException):
+        pass
+    else:
+        return None
+    text = str(err)
+    cause = err.__cause__
+    if isinstance(cause, OmegaConfBaseException) and str(cause) and str(cause) not in text:
+        text = f"{text} {cause}"
+    # "Could not override 'foo'.\nTo append to your config use +foo=1\nKey 'foo' is not in
+    # struct\n    full_key: foo ..." -> one line.
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return ConfigError("; ".join(lines))
+
+
+def user_error(err: BaseException) -> ForecastError | None:
+    """The user-facing error behind `err` (it may be wrapped by Hydra's instantiate), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ForecastError):
+            return current
+        config = _config_error(current)
+        if config is not None:
+            return config
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def one_line(err: BaseException) -> str:
+    """The message on one line (embedded newlines joined), as a log file or a pager wants it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines) or type(err).__name__
+
+
+def run_app(app: Callable[[], Any]) -> None:
+    """Call a `@hydra.main` function; exit with one line and the error's code on user errors."""
+    debug = debug_requested()
+    if not os.environ.get("HYDRA_FULL_ERROR"):
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach us, not Hydra's report
+        os.environ[_OURS] = "1"
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        error = None if debug else user_error(err)
+        if error is None:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(error.exit_code)

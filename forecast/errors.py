@@ -1,0 +1,72 @@
+"""The errors a user can meet, each with its documented exit code (docs/errors.md).
+
+Pipelines end on one of these with the message alone on stderr (`forecast.cli`); anything
+else is a bug and keeps its traceback. The codes let a scheduler tell "fix your data" from
+"the tracking server is down" without parsing text.
+"""
+
+from __future__ import annotations
+
+
+class ForecastError(Exception):
+    """Base of the errors a user can fix; `exit_code` is what the pipelines exit with."""
+
+    exit_code = 1
+
+
+class ConfigError(ForecastError, ValueError):
+    """A bad config value or override (`data.horizon=abc`, an unknown key, a bad policy)."""
+
+    exit_code = 2
+
+
+# 3 is the promotion gate's "kept the champion": a decision, not an error.
+KEPT_CHAMPION_EXIT = 3
+
+
+class DataValidationError(ForecastError, ValueError):
+    """User data breaks the data contract (see DESIGN.md): names the problem, columns, ids, rows."""
+
+    exit_code = 4
+
+
+class InputFileError(DataValidationError):
+    """An input path that is missing, empty, a directory of nothing, truncated or unreadable."""
+
+
+class ModelNotFoundError(ForecastError, LookupError):
+    """A `model_uri`, registered model, version or alias that does not exist or is no forecast model."""
+
+    exit_code = 5
+
+
+class TrackingUnavailableError(ForecastError, ConnectionError):
+    """The MLflow tracking server cannot be reached (after the retries)."""
+
+    exit_code = 6
+
+
+class OutputError(ForecastError, OSError):
+    """The output cannot be written (permissions, a file where a folder should be, disk full)."""
+
+    exit_code = 7
+
+
+class NonFiniteError(ForecastError, ArithmeticError):
+    """A model or forecast with NaN or infinite values: never registered, never written."""
+
+    exit_code = 8
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "unexpected error (a bug: the traceback is printed)",
+    2: "configuration error: a bad override, value or unknown key",
+    3: "promotion gate kept the champion (not an error)",
+    4: "input data error: the table or file breaks the data contract",
+    5: "model not found: model_uri, registered name, version or alias",
+    6: "tracking server unavailable",
+    7: "output cannot be written",
+    8: "non-finite model or forecast: nothing was published",
+    130: "interrupted (Ctrl-C or SIGTERM)",
+}
