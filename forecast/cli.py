@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,13 @@ def _config_error(err: BaseException) -> ConfigError | None:
     # "Could not override 'foo'.\nTo append to your config use +foo=1\nKey 'foo' is not in
     # struct\n    full_key: foo ..." -> one line.
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    unknown = re.match(r"Could not override '([^']+)'", lines[0]) if lines else None
+    if unknown and "not in struct" in text:
+        key = unknown[1]
+        return ConfigError(
+            f"unknown config key '{key}': check its spelling against `--cfg job` "
+            f"(to add a key the config does not have, use +{key}=...)"
+        )
     return ConfigError("; ".join(lines))
 
 
@@ -74,12 +82,36 @@ def one_line(err: BaseException) -> str:
     return "; ".join(lines) or type(err).__name__
 
 
+class _HideHydraJobBanner:
+    """stderr without Hydra's "Error executing job with overrides: [...]" line.
+
+    Hydra writes it straight to sys.stderr before re-raising a job's exception (JobReturn's
+    return_value), so it would stand above our one-line error; no Hydra option turns it off.
+    """
+
+    _BANNER = "Error executing job with overrides:"
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith(self._BANNER):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def run_app(app: Callable[[], Any]) -> None:
     """Call a `@hydra.main` function; exit with one line and the error's code on user errors."""
     debug = debug_requested()
     if not os.environ.get("HYDRA_FULL_ERROR"):
         os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach us, not Hydra's report
         os.environ[_OURS] = "1"
+    stderr = sys.stderr
+    if not debug:
+        sys.stderr = _HideHydraJobBanner(stderr)
     try:
         app()
     except KeyboardInterrupt:
@@ -91,3 +123,5 @@ def run_app(app: Callable[[], Any]) -> None:
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(error.exit_code)
+    finally:
+        sys.stderr = stderr

@@ -34,6 +34,10 @@ class InputFileError(DataValidationError):
     """An input path that is missing, empty, a directory of nothing, truncated or unreadable."""
 
 
+class UnsafeCheckpointError(InputFileError):
+    """A checkpoint that only a full unpickle (able to run code) could read: refused, never loaded."""
+
+
 class ModelNotFoundError(ForecastError, LookupError):
     """A `model_uri`, registered model, version or alias that does not exist or is no forecast model."""
 
@@ -70,3 +74,18 @@ EXIT_CODES: dict[int, str] = {
     8: "non-finite model or forecast: nothing was published",
     130: "interrupted (Ctrl-C or SIGTERM)",
 }
+
+
+def require_int(name: str, value: object, minimum: int = 1) -> int:
+    """`value` as an int >= `minimum`, or a ConfigError naming the option (`data.horizon=abc`)."""
+    if isinstance(value, bool) or not isinstance(value, int | str | float):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    if number != value and str(number) != str(value).strip():
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if number < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number

@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from forecast.errors import ConfigError
+
 ScalerKind = Literal["standard", "robust", "minmax", "none"]
 
 _EPS = 1e-6
@@ -41,7 +43,7 @@ class SeriesScaler:
             loc = grouped.size() * 0.0
             scale = loc + 1.0
         else:
-            raise ValueError(f"unknown scaler {kind!r}; use standard, robust, minmax or none")
+            raise ConfigError(f"unknown scaler {kind!r}; use standard, robust, minmax or none")
         # A constant series has no spread: leave it unscaled rather than divide by zero.
         scale = scale.where(scale.abs() > _EPS, 1.0).fillna(1.0)
         stats = pd.DataFrame({"loc": loc.fillna(0.0), "scale": scale}).astype("float32")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from forecast.errors import ConfigError
+
 # name -> (file, description). Sources and licences are in the README.
 EMBEDDED = {
     "m4_hourly_sample": (
@@ -22,7 +24,7 @@ EMBEDDED = {
 def dataset_path(name: str) -> Path:
     """Path of an embedded dataset file."""
     if name not in EMBEDDED:
-        raise ValueError(f"unknown embedded dataset {name!r}; available: {sorted(EMBEDDED)}")
+        raise ConfigError(f"unknown embedded dataset {name!r}; available: {sorted(EMBEDDED)}")
     return Path(str(resources.files(__package__) / EMBEDDED[name][0]))
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
+from forecast.errors import ConfigError, require_int
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.registry import build_net
 
@@ -48,13 +49,19 @@ class ForecastModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        for name in ("input_size", "horizon", "hidden_size", "num_layers", "head_hidden", "segment_len"):
+            require_int(f"model.{name}", locals()[name])
+        if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be a number in [0, 1), got {dropout!r}")
+        if not isinstance(lr, int | float) or not lr > 0:
+            raise ConfigError(f"model.lr must be a positive number, got {lr!r}")
         if loss not in ("mae", "mse", "quantile", "smape"):
-            raise ValueError(f"unknown loss {loss!r}; use mae, mse, quantile or smape")
+            raise ConfigError(f"unknown loss {loss!r}; use mae, mse, quantile or smape")
         if (loss == "quantile") != bool(quantiles):
-            raise ValueError("loss=quantile needs model.quantiles (e.g. [0.1, 0.5, 0.9]) and vice versa")
+            raise ConfigError("loss=quantile needs model.quantiles (e.g. [0.1, 0.5, 0.9]) and vice versa")
         qs = sorted(quantiles or [])
         if any(not 0.0 < q < 1.0 for q in qs):
-            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {qs}")
+            raise ConfigError(f"quantiles must lie strictly between 0 and 1, got {qs}")
         self.net_kind = net
         self.net_params: dict[str, Any] = {
             "input_size": input_size,
@@ -74,7 +81,7 @@ class ForecastModule(L.LightningModule):
             "decoder": decoder,
         }
         if cycle_len and cycle_per_series and n_series < 1:
-            raise ValueError(
+            raise ConfigError(
                 "cycle_per_series needs n_series (the number of training series); "
                 "forecast.training passes it from the data"
             )
@@ -156,5 +163,5 @@ class ForecastModule(L.LightningModule):
                 optimizer, max_lr=hp.lr, total_steps=max(steps, 1)
             )
         else:
-            raise ValueError(f"unknown lr_schedule {hp.lr_schedule!r}; use none, cosine or onecycle")
+            raise ConfigError(f"unknown lr_schedule {hp.lr_schedule!r}; use none, cosine or onecycle")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

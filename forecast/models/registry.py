@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from forecast.errors import ConfigError
 from forecast.models.recurrent import RecurrentForecaster
 
 NETS: dict[str, type[nn.Module]] = {"recurrent": RecurrentForecaster}
@@ -15,5 +16,5 @@ NETS: dict[str, type[nn.Module]] = {"recurrent": RecurrentForecaster}
 def build_net(kind: str, params: Mapping[str, Any]) -> nn.Module:
     """Rebuild a network from its kind and the constructor values saved with the model."""
     if kind not in NETS:
-        raise ValueError(f"unknown network {kind!r}; known: {sorted(NETS)}")
+        raise ConfigError(f"unknown network {kind!r}; known: {sorted(NETS)}")
     return NETS[kind](**params)

@@ -15,6 +15,7 @@ import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from forecast.forecaster import Forecaster
 
@@ -60,6 +61,13 @@ def log_forecaster(
     """Log the model to the active run as a pyfunc with a signature and an input example."""
     output_example = forecaster.predict(input_example)
     signature = infer_signature(input_example, output_example, params={"batch_size": 4096})
+    # The input columns are typed `Any`: MLflow's own schema check would otherwise reject text
+    # time stamps (CSV, JSON), integer ids or a bad value with a generic "Failed to enforce
+    # schema" (or "missing inputs") before the data contract's validation (`Forecaster.validate`) can name the
+    # problem, the column and the rows. The signature still lists the columns it reads.
+    signature.inputs = Schema(
+        [ColSpec(AnyType(), str(name), required=False) for name in input_example.columns]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         data = forecaster.save(Path(tmp) / "forecaster")
         for name, text in (extra_files or {}).items():
