@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -82,6 +83,23 @@ def one_line(err: BaseException) -> str:
     return "; ".join(lines) or type(err).__name__
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler stopping the job), raised like Ctrl-C so that clean-up runs."""
+
+
+def _terminate_on_sigterm():
+    """Raise Terminated on SIGTERM (main thread only); returns the previous handler or None."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 class _HideHydraJobBanner:
     """stderr without Hydra's "Error executing job with overrides: [...]" line.
 
@@ -112,11 +130,21 @@ def run_app(app: Callable[[], Any]) -> None:
     stderr = sys.stderr
     if not debug:
         sys.stderr = _HideHydraJobBanner(stderr)
+    previous = _terminate_on_sigterm()
     try:
         app()
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(143)
+    except SystemExit as done:
+        # Lightning turns SIGTERM during a fit into SIGTERMException, a SystemExit of code 0.
+        if type(done).__name__ == "SIGTERMException":
+            print("error: terminated (SIGTERM)", file=sys.stderr)
+            sys.exit(143)
+        raise
     except Exception as err:
         error = None if debug else user_error(err)
         if error is None:
@@ -125,3 +153,5 @@ def run_app(app: Callable[[], Any]) -> None:
         sys.exit(error.exit_code)
     finally:
         sys.stderr = stderr
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

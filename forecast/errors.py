@@ -72,7 +72,8 @@ EXIT_CODES: dict[int, str] = {
     6: "tracking server unavailable",
     7: "output cannot be written",
     8: "non-finite model or forecast: nothing was published",
-    130: "interrupted (Ctrl-C or SIGTERM)",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM)",
 }
 
 
