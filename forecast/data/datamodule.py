@@ -116,11 +116,13 @@ class SeriesDataModule(L.LightningDataModule):
         return self.input_size + self.horizon + self.val_size + self.test_size
 
     def _read(self) -> pd.DataFrame:
+        """The table; a file's problems (path, columns) surface here, naming the file."""
         if self._frame is not None:
             return self._frame
         if self.hparams.dataset is not None:
             return load_dataset(self.hparams.dataset)
-        return read_table(self.hparams.path)
+        c = self.columns
+        return read_table(self.hparams.path, columns=[c.id_col, c.time_col, c.target_col])
 
     def setup(self, stage: str | None = None) -> None:
         """Validate once and build the window index; later calls are no-ops."""

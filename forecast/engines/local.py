@@ -31,6 +31,15 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
+from forecast.data.io import (
+    check_input,
+    csv_delimiter,
+    is_parquet,
+    no_rows,
+    reading,
+    require_columns,
+    table_columns,
+)
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import chunk_block
 from forecast.forecaster import Forecaster, ScaledWindows
@@ -62,44 +71,57 @@ def _names(columns: ColumnSpec) -> list[str]:
     return [columns.id_col, columns.time_col, columns.target_col]
 
 
-def _require_columns(available: list[str], columns: ColumnSpec) -> None:
-    """The data contract's own missing-column error, before any row is read."""
-    if any(name not in available for name in _names(columns)):
-        validate_long_frame(pd.DataFrame(columns=available), columns=columns)
+def require_model_columns(available: list[str], columns: ColumnSpec, path: Path) -> None:
+    """The model's columns must be in the input: checked from its header, before any row is read."""
+    hint = (
+        f"The model was trained on id {columns.id_col!r}, time {columns.time_col!r} and target "
+        f"{columns.target_col!r}: rename the file's columns to these."
+    )
+    require_columns(available, _names(columns), path, hint)
 
 
 def input_rows(path: str | os.PathLike) -> int | None:
     """Row count from Parquet metadata (None for CSV): the progress bar's denominator."""
-    path = Path(path)
-    if path.is_dir():
-        return pds.dataset(path, format="parquet").count_rows()
-    if path.suffix.lower() in _PARQUET:
-        return pq.ParquetFile(path).metadata.num_rows
+    path = check_input(path)
+    with reading(path):
+        if path.is_dir():
+            return pds.dataset(path, format="parquet", partitioning="hive").count_rows()
+        if path.suffix.lower() in _PARQUET:
+            return pq.ParquetFile(path).metadata.num_rows
     return None
 
 
 def read_batches(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) -> Iterator[pa.Table]:
-    """The id, time and target columns in batches of at most `chunk_rows` rows, in file order."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
+    """The id, time and target columns in batches of at most `chunk_rows` rows, in file order.
+
+    Every problem with the file (missing, empty, no rows, truncated, other columns) is an
+    InputFileError or DataValidationError naming it.
+    """
+    path = check_input(path)
     names = _names(columns)
-    if path.is_dir():
-        dataset = pds.dataset(path, format="parquet", partitioning="hive")
-        _require_columns(dataset.schema.names, columns)
-        for batch in dataset.to_batches(columns=names, batch_size=chunk_rows):
-            yield pa.Table.from_batches([batch])
-    elif path.suffix.lower() in _PARQUET:
-        parquet = pq.ParquetFile(path)
-        _require_columns(parquet.schema_arrow.names, columns)
-        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
-            yield pa.Table.from_batches([batch])
-    elif path.suffix.lower() == ".csv":
-        for frame in pd.read_csv(path, chunksize=chunk_rows):
-            _require_columns(list(frame.columns), columns)
-            yield pa.Table.from_pandas(frame[names], preserve_index=False)
-    else:
-        raise ValueError(f"cannot read {path}: unknown extension {path.suffix!r}; use .csv, .parquet or .pq")
+    sep = "," if is_parquet(path) else csv_delimiter(path)
+    available = table_columns(path, sep)
+    require_model_columns(available, columns, path)
+    rows = 0
+    with reading(path):
+        if path.is_dir():
+            dataset = pds.dataset(path, format="parquet", partitioning="hive")
+            tables = (
+                pa.Table.from_batches([b]) for b in dataset.to_batches(columns=names, batch_size=chunk_rows)
+            )
+        elif path.suffix.lower() in _PARQUET:
+            parquet = pq.ParquetFile(path)
+            tables = (
+                pa.Table.from_batches([b]) for b in parquet.iter_batches(batch_size=chunk_rows, columns=names)
+            )
+        else:
+            frames = pd.read_csv(path, sep=sep, chunksize=chunk_rows)
+            tables = (pa.Table.from_pandas(f[names], preserve_index=False) for f in frames)
+        for table in tables:
+            rows += table.num_rows
+            yield table
+    if rows == 0:
+        raise no_rows(path, available)
 
 
 def read_sorted(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) -> Iterator[pa.Table]:

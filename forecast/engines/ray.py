@@ -30,6 +30,7 @@ import pyarrow as pa
 
 if TYPE_CHECKING:
     from forecast.batch import RayOptions
+    from forecast.data.validation import ColumnSpec
     from forecast.forecaster import Forecaster, Runtime
 
 # Ray workers import this module to run `tag_partitions` and `forecast_partition`: the heavy
@@ -128,12 +129,28 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
-def _read(ray, path: str, names: list[str]):
-    source = Path(path)
-    if not source.exists():
-        raise FileNotFoundError(f"data file not found: {source}")
-    if source.suffix.lower() == ".csv":
-        return ray.data.read_csv(str(source)).select_columns(names)
+def check_input(path: str | os.PathLike, columns: ColumnSpec) -> tuple[Path, str]:
+    """(path, CSV delimiter) of a usable input, before Ray starts: else one error naming the file."""
+    from forecast.data.io import check_input as check_path
+    from forecast.data.io import csv_delimiter, has_rows, is_parquet, no_rows, table_columns
+    from forecast.engines.local import require_model_columns
+
+    source = check_path(path)
+    sep = "," if is_parquet(source) else csv_delimiter(source)
+    available = table_columns(source, sep)
+    require_model_columns(available, columns, source)
+    if not has_rows(source, sep):  # also reads every Parquet footer: a truncated file fails here
+        raise no_rows(source, available)
+    return source, sep
+
+
+def _read(ray, source: Path, sep: str, names: list[str]):
+    """The id, time and target columns of a checked input as a Ray dataset."""
+    if source.is_file() and source.suffix.lower() == ".csv":
+        import pyarrow.csv
+
+        options = pyarrow.csv.ParseOptions(delimiter=sep)
+        return ray.data.read_csv(str(source), parse_options=options).select_columns(names)
     return ray.data.read_parquet(str(source)).select_columns(names)
 
 
@@ -156,6 +173,7 @@ def forecast_on_ray(
     folder, ref = resolve_model(model_uri)  # fail early, here, if it is not a forecast model
     columns = Forecaster.load(folder).columns
     names = [columns.id_col, columns.time_col, columns.target_col]
+    source, sep = check_input(input_path, columns)
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = dict(options.init_kwargs)
@@ -165,7 +183,7 @@ def forecast_on_ray(
         # machine (`ray start` leaves /tmp/ray/ray_current_cluster behind), and refuse num_cpus.
         ray.init(address=options.address or "local", include_dashboard=False, **kwargs)
     try:
-        data = _read(ray, input_path, names)
+        data = _read(ray, source, sep, names)
         rows = data.count()
         if rows == 0:  # the contract's "no rows" error
             validate_long_frame(pd.DataFrame(columns=names), columns=columns)
