@@ -324,14 +324,18 @@ def log_result(result: BacktestResult, prefix: str = "backtest/", artifacts: str
     """Log the metrics (overall, by step, by window), the table and the plot to the active run."""
     import matplotlib.pyplot as plt
     import mlflow
+    from mlflow.entities import Metric
 
-    finite = {f"{prefix}{k}": v for k, v in result.metrics.items() if np.isfinite(v)}
-    mlflow.log_metrics(finite)
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{prefix}{k}", float(v), now, 0) for k, v in result.metrics.items() if np.isfinite(v)]
     for table, key in ((result.by_step, "step"), (result.by_window, "window")):
         for name in [col for col in table.columns if col in result.metrics]:
             for x, value in zip(table[key], table[name], strict=True):
                 if np.isfinite(value):
-                    mlflow.log_metric(f"{prefix}{key}_{name}", float(value), step=int(x))
+                    metrics.append(Metric(f"{prefix}{key}_{name}", float(value), now, int(x)))
+    run_id = mlflow.active_run().info.run_id
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per request
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_parquet_atomic(result.table, folder / "forecasts.parquet")
