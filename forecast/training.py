@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,6 +19,16 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from forecast.checkpoints import (
+    OVERRIDES_KEY,
+    RUN_ID_KEY,
+    CheckpointMetadata,
+    config_yaml,
+    load_checkpoint,
+    resolve_resume,
+    restore_config,
+    task_overrides,
+)
 from forecast.data.datamodule import SeriesDataModule
 from forecast.data.windows import collate_batch
 from forecast.distributed import hydra_job_argv
@@ -28,6 +37,7 @@ from forecast.forecaster import Forecaster, ForecasterSettings
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.module import ForecastModule
 from forecast.plotting import plot_forecasts
+from forecast.stale_runs import claim_run
 from forecast.tracking import log_forecaster, register, use_store
 from forecast.tuning import STATE_TAG, OptunaPruning, parent_run, trial_tags
 from hydra_plugins.forecast_optuna_sweeper import trial_from_config
@@ -149,43 +159,21 @@ class FitResult:
     value: float | None
     run_id: str | None
     pruned: bool = False
-
-
-class RunIdInCheckpoint(Callback):
-    """Store the MLflow run id in every checkpoint, so a resumed fit logs to the same run."""
-
-    def __init__(self, run_id: str):
-        self.run_id = run_id
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["mlflow_run_id"] = self.run_id
-
-
-def resolve_resume(resume: str | None, log_dir: str) -> str | None:
-    """`resume`: null, `latest` (newest last.ckpt under logs/), a .ckpt file, or a run folder."""
-    if not resume:
-        return None
-    if resume == "latest":
-        found = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"resume=latest: no checkpoints/last.ckpt under {log_dir}")
-        return str(found[-1].resolve())
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
-    return str(path.resolve())
-
-
-def checkpoint_run_id(path: str) -> str | None:
-    """The MLflow run a checkpoint belongs to (saved by RunIdInCheckpoint)."""
-    # Our own checkpoint, so a full (non-weights-only) load is safe.
-    return torch.load(path, map_location="cpu", weights_only=False).get("mlflow_run_id")
+    config: DictConfig | None = None  # the config the fit ran with (a resume restores the run's own)
 
 
 def fit(cfg: DictConfig) -> FitResult:
     """Fit, restore the best checkpoint, score the test split (when there is one)."""
+    # A resume reads its checkpoint safely (weights only) before anything else and restores
+    # the run's own config from it (forecast.checkpoints; docs/training.md).
+    resume = resolve_resume(cfg.get("resume"), cfg.paths.log_dir)
+    saved = load_checkpoint(resume) if resume else {}
+    overrides = task_overrides()
+    if resume:
+        cfg = restore_config(cfg, saved, resume, overrides)
+        overrides = list(saved.get(OVERRIDES_KEY) or overrides)
+    resumed_run_id: str | None = saved.get(RUN_ID_KEY)
+    del saved  # only the metadata is needed here; Lightning reads the weights itself
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -196,7 +184,6 @@ def fit(cfg: DictConfig) -> FitResult:
     else:
         module = instantiate(cfg.model)
     callbacks: list[Callback] = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb]
-    resume = resolve_resume(cfg.get("resume"), cfg.paths.log_dir)
     trial = trial_from_config(cfg)
 
     logger = False
@@ -204,29 +191,32 @@ def fit(cfg: DictConfig) -> FitResult:
         tags: dict[str, str] = {}
         if trial is not None and rank_zero_only.rank == 0:
             tags = trial_tags(trial, parent_run(trial, cfg.logger.experiment_name, cfg.paths.root_dir))
-        run_id = checkpoint_run_id(resume) if resume else None
+        run_id = resumed_run_id
         logger = instantiate(cfg.logger, run_id=run_id, tags=tags)
         if rank_zero_only.rank == 0:
-            callbacks.append(RunIdInCheckpoint(logger.run_id))
+            # Host/PID tags; runs of killed trainings still RUNNING are closed (forecast.stale_runs).
+            claim_run(logger.experiment, logger.run_id, logger.experiment_id, resumed=run_id is not None)
             if run_id is None:  # a resumed run already holds its params; MLflow forbids changes
                 logger.log_hyperparams(_flatten(OmegaConf.to_container(cfg, resolve=True)))
+    own_run = logger.run_id if logger and rank_zero_only.rank == 0 else None
+    callbacks.append(CheckpointMetadata(config_yaml(cfg), overrides, own_run))
     pruning = OptunaPruning(trial, cfg.optimized_metric) if trial is not None else None
     if pruning is not None:
         callbacks.append(pruning)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
     with hydra_job_argv([f"resume={resume}"] if resume else None):
-        trainer.fit(module, datamodule=dm, ckpt_path=resume)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         checkpoint = _checkpoint_callback(trainer)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if dm.test_size and not (pruning and pruning.pruned):
-            trainer.test(module, datamodule=dm, ckpt_path="best" if best else None)
+            trainer.test(module, datamodule=dm, ckpt_path="best" if best else None, weights_only=True)
             metrics.update(
                 {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             )
         elif best:
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state = load_checkpoint(best)["state_dict"]
             module.load_state_dict(state)
 
     target = cfg.get("optimized_metric")
@@ -237,12 +227,13 @@ def fit(cfg: DictConfig) -> FitResult:
         log.warning("optimized metric %s is %s", target, value)
     run_id = getattr(logger, "run_id", None) if logger and rank_zero_only.rank == 0 else None
     pruned = bool(pruning and pruning.pruned)
-    return FitResult(module, dm, trainer, metrics, value, run_id, pruned)
+    return FitResult(module, dm, trainer, metrics, value, run_id, pruned, config=cfg)
 
 
 def train(cfg: DictConfig) -> float | None:
     """Fit, test with the best checkpoint, track in MLflow; return the optimized metric."""
     result = fit(cfg)
+    cfg = result.config or cfg  # a resume ran with the run's own config
     if result.pruned:
         if result.run_id:
             MlflowClient().set_tag(result.run_id, STATE_TAG, "PRUNED")
