@@ -10,7 +10,7 @@ DEMO_DIR ?= forecasts
 MODEL_NAME ?= forecast-lstm
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast demo ui bench-quick clean
+.PHONY: help install lint format test test-fast demo backtest promote ui bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,15 @@ demo: $(STAMP) ## train on the embedded data, track + register in MLflow, batch-
 		input=$$($(PY) -c "from forecast.datasets import dataset_path; print(dataset_path('m4_hourly_sample'))") \
 		output=$(DEMO_DIR)/forecast.parquet
 	$(PY) pipelines/demo_summary.py --forecast $(DEMO_DIR)/forecast.parquet --model-name $(MODEL_NAME)
+
+DEMO_DATA = $$($(PY) -c "from forecast.datasets import dataset_path; print(dataset_path('m4_hourly_sample'))")
+
+backtest: $(STAMP) ## backtest the demo model (@champion) on the embedded data, 5 cutoffs (after make demo)
+	$(PY) pipelines/backtest.py model_uri=models:/$(MODEL_NAME)@champion input=$(DEMO_DATA) \
+		n_windows=5 output=$(DEMO_DIR)/backtest.parquet
+
+promote: $(STAMP) ## promotion gate: the demo model @candidate against @champion (exit 3: champion kept)
+	$(PY) pipelines/promote.py name=$(MODEL_NAME) input=$(DEMO_DATA)
 
 ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

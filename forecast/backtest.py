@@ -320,8 +320,16 @@ def plot_errors(result: BacktestResult):
     return fig
 
 
-def log_result(result: BacktestResult, prefix: str = "backtest/", artifacts: str = "backtest") -> None:
-    """Log the metrics (overall, by step, by window), the table and the plot to the active run."""
+def log_result(
+    result: BacktestResult,
+    prefix: str = "backtest/",
+    artifacts: str = "backtest",
+    table_file: str | Path | None = None,
+) -> None:
+    """Log the metrics (overall, by step, by window), the table and the plot to the active run.
+
+    `table_file`: the table already written (the pipeline's output), logged instead of a new copy.
+    """
     import matplotlib.pyplot as plt
     import mlflow
     from mlflow.entities import Metric
@@ -338,7 +346,10 @@ def log_result(result: BacktestResult, prefix: str = "backtest/", artifacts: str
         mlflow.MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_parquet_atomic(result.table, folder / "forecasts.parquet")
+        if table_file is None:
+            write_parquet_atomic(result.table, folder / "forecasts.parquet")
+        else:  # a link, not a second copy: the artifact store copies what it points to
+            (folder / "forecasts.parquet").symlink_to(Path(table_file).resolve())
         result.by_window.to_csv(folder / "by_window.csv", index=False)
         result.by_step.to_csv(folder / "by_step.csv", index=False)
         fig = plot_errors(result)
@@ -405,5 +416,5 @@ def run_backtest(
             }
         )
         mlflow.log_metric("backtest/seconds", result.seconds)
-        log_result(result)
+        log_result(result, table_file=output_path or None)
     return result

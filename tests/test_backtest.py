@@ -221,6 +221,12 @@ def test_pipeline_writes_the_table_and_logs_one_run(registered, tmp_path, monkey
     assert len(client.get_metric_history(run.info.run_id, "backtest/window_mae")) == 3
     names = {f.path for f in client.list_artifacts(run.info.run_id, "backtest")}
     assert {"backtest/forecasts.parquet", "backtest/errors.png", "backtest/by_window.csv"} <= names
+    logged = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="backtest/forecasts.parquet"
+        )
+    )
+    pd.testing.assert_frame_equal(logged, table)
     mlflow.set_tracking_uri(None)
 
 
