@@ -379,6 +379,9 @@ def run_backtest(
     from forecast.tracking.store import ensure_experiment, use_store
 
     check_refit(refit)
+    n_windows = require_int("n_windows", n_windows)  # bad settings fail before any download
+    step = None if step is None else require_int("step", step)
+    season_length = None if season_length is None else require_int("season_length", season_length)
     use_store(root_dir)
     if output_path:
         prepare_output(output_path)

@@ -22,13 +22,29 @@ from forecast.training import build_forecaster
 L, H, M = 24, 6, 12
 
 
-def tiny_forecaster(history: pd.DataFrame, quantiles: list[float] | None = None, seed: int = 0):
-    """An untrained (seeded) net with the data module's scaler: enough to compare code paths."""
+def tiny_forecaster(
+    history: pd.DataFrame,
+    quantiles: list[float] | None = None,
+    seed: int = 0,
+    cycle: bool = False,
+    missing: str = "error",
+):
+    """An untrained (seeded) net with the data module's scaler: enough to compare code paths.
+
+    `cycle`: a learned per-series daily cycle, set to random values so that a wrong step number
+    or series code changes the forecast.
+    """
     torch.manual_seed(seed)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
+    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H, missing=missing)
     dm.setup()
-    kwargs = {"loss": "quantile", "quantiles": quantiles} if quantiles else {}
+    kwargs: dict = {"loss": "quantile", "quantiles": quantiles} if quantiles else {}
+    if cycle:
+        kwargs |= {"cycle_len": 24, "cycle_per_series": True, "n_series": history["unique_id"].nunique()}
     net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6, **kwargs)
+    with torch.no_grad():
+        for name, param in net.net.named_parameters():
+            if "cycle" in name:
+                param.normal_()
     return build_forecaster(net, dm)
 
 
@@ -46,7 +62,11 @@ def forecaster(history):
     return tiny_forecaster(history[history["unique_id"] != "short"])
 
 
-def test_windows_equal_forecasting_each_cut_history(forecaster, history):
+@pytest.mark.parametrize("cycle", [False, True], ids=["plain", "learned cycle"])
+def test_windows_equal_forecasting_each_cut_history(forecaster, history, cycle):
+    if cycle:
+        forecaster = tiny_forecaster(history[history["unique_id"] != "short"], cycle=True)
+        assert forecaster.settings.net_params["cycle_len"] == 24
     result = backtest_frame(forecaster, history, n_windows=3, step=4, season_length=M)
     table = result.table
     for (uid, cutoff), rows in table.groupby(["unique_id", "cutoff"]):
@@ -102,6 +122,23 @@ def test_scores_equal_a_plain_per_window_computation(forecaster, history):
     step_mae = result.table.assign(err=np.abs(result.table["y_hat"] - result.table["y"]))
     step_mae = step_mae.groupby(result.table.groupby(["unique_id", "cutoff"]).cumcount())["err"].mean()
     np.testing.assert_allclose(result.by_step["mae"], step_mae.to_numpy(), rtol=1e-5)
+
+
+def test_missing_targets_are_left_out_of_every_score(history):
+    gappy = history.copy()
+    last = gappy.groupby("unique_id")["ds"].transform("max")
+    hole = (gappy["unique_id"] == "s0") & (gappy["ds"] == last - pd.Timedelta(hours=2))
+    gappy.loc[hole, "y"] = np.nan  # a target of s0's last window
+    model = tiny_forecaster(history, missing="mask")
+    full = backtest_frame(model, history, n_windows=2, season_length=M)
+    result = backtest_frame(model, gappy, n_windows=2, season_length=M)
+    t, f = result.table, full.table
+    assert t["y"].isna().sum() == 1 and len(t) == len(f)
+    keep = t["y"].notna().to_numpy()
+    assert result.metrics["mae"] == pytest.approx(np.abs(t["y_hat"] - t["y"])[keep].mean(), rel=1e-5)
+    assert np.isfinite(list(result.metrics.values())).all()
+    # The hole is after the last cutoff: every forecast is the same as without it.
+    np.testing.assert_allclose(t["y_hat"], f["y_hat"], rtol=1e-6)
 
 
 def test_quantile_model_scores_pinball_and_coverage(history):
