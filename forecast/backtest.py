@@ -23,7 +23,7 @@ import pandas as pd
 
 from forecast.data.io import read_table, write_parquet_atomic
 from forecast.errors import ConfigError, DataValidationError, require_int
-from forecast.forecaster import Forecaster, SeriesBlock, check_finite
+from forecast.forecaster import Forecaster, Runtime, SeriesBlock, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ def run_backtest(
     season_length: int | None = None,
     refit: str | None = "none",
     batch_size: int = 4096,
-    runtime: str = "auto",
+    runtime: Runtime = "auto",
     experiment_name: str = "backtest",
 ) -> BacktestResult:
     """Backtest a logged or registered model on a table; write the table, log one MLflow run."""

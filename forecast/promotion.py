@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -35,7 +36,7 @@ from forecast.backtest import (
 )
 from forecast.data.io import read_table
 from forecast.errors import ConfigError, ModelNotFoundError, require_int
-from forecast.forecaster import Forecaster
+from forecast.forecaster import Forecaster, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +103,19 @@ def _move_alias(client: MlflowClient, name: str, alias: str, version: str, tries
             time.sleep(0.2 * (attempt + 1))
 
 
+@dataclass
 class _Scorer:
-    """Backtests versions of one registered model on one table, each version once."""
+    """Backtests versions of one registered model on one table and windows, each version once."""
 
-    def __init__(
-        self, name: str, history, n_windows: int, step: int | None, season: int, batch: int, runtime
-    ):
-        self.name, self.history = name, history
-        self.n_windows, self.step, self.season = n_windows, step, season
-        self.batch, self.runtime = batch, runtime
-        self.results: dict[str, BacktestResult] = {}
-        self.horizons: dict[str, int] = {}
+    name: str
+    history: pd.DataFrame
+    n_windows: int
+    step: int | None
+    season: int
+    batch: int
+    runtime: Runtime
+    results: dict[str, BacktestResult] = field(default_factory=dict)
+    horizons: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, version: str) -> BacktestResult:
         if version not in self.results:
@@ -167,7 +170,7 @@ def promote(
     step: int | None = None,
     season_length: int | None = None,
     batch_size: int = 4096,
-    runtime: str = "auto",
+    runtime: Runtime = "auto",
     experiment_name: str = "promotion",
     candidate_alias: str = "candidate",
     champion_alias: str = "champion",

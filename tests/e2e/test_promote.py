@@ -8,6 +8,7 @@ import sys
 import time
 
 import mlflow
+import pandas as pd
 import pytest
 from app_runner import ROOT, run_inprocess
 from mlflow import MlflowClient
@@ -25,14 +26,14 @@ L, H, M = 24, 6, 12
 WINDOWS = ["n_windows=2", f"season_length={M}"]
 
 
-def tiny_forecaster(history, seed: int):
+def tiny_forecaster(history, seed: int, horizon: int = H):
     """An untrained net (seeded): versions that forecast differently, cheaply."""
     import torch
 
     torch.manual_seed(seed)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
+    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=horizon)
     dm.setup()
-    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6)
+    net = ForecastModule(input_size=L, horizon=horizon, hidden_size=8, head_hidden=8, segment_len=6)
     return build_forecaster(net, dm)
 
 
@@ -174,6 +175,20 @@ def test_errors_are_one_line_and_leave_the_champion(
     assert result.code == code, result.stderr[-3000:]
     assert result.last_line.startswith("error: ") and message in result.last_line, result.last_line
     assert champion(client) == worst
+
+
+def test_models_of_different_horizons_are_not_compared(store, client):
+    root, _, data, *_ = store
+    history = pd.read_parquet(data)
+    example = history.groupby("unique_id").tail(L).head(2 * L).reset_index(drop=True)
+    for horizon, alias in ((H, "champion"), (2 * H, "candidate")):
+        with mlflow.start_run(experiment_id=ensure_experiment("models", root)):
+            info = log_forecaster(tiny_forecaster(history, 0, horizon), example.astype({"y": "float64"}))
+        version = mlflow.register_model(info.model_uri, "horizons").version
+        client.set_registered_model_alias("horizons", alias, version)
+    with pytest.raises(ConfigError, match="forecasts 12 steps and the champion .* 6"):
+        promote("horizons", str(data), str(root), n_windows=2, season_length=M)
+    assert client.get_model_version_by_alias("horizons", "champion").version == 1
 
 
 def _race(store, env, extra: list[str], aliases: tuple[str, str], poll) -> list[subprocess.CompletedProcess]:
