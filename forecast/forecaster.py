@@ -18,7 +18,13 @@ from torch import nn
 from forecast import __version__
 from forecast.data.calendar import step_index
 from forecast.data.scaling import SeriesScaler, segment_stats
-from forecast.data.validation import ColumnSpec, ValidatedFrame, validate_long_frame
+from forecast.data.validation import (
+    ColumnSpec,
+    DataValidationError,
+    ValidatedFrame,
+    _examples,
+    validate_long_frame,
+)
 from forecast.models.registry import build_net
 
 log = logging.getLogger(__name__)
@@ -101,6 +107,17 @@ class SeriesBlock:
         )
 
 
+def log_padded(padded: int, input_size: int) -> None:
+    """Say how many series were forecast from a padded (shorter than usual) input window."""
+    if padded:
+        log.info(
+            "%d series were shorter than the input window (%d steps): padded in front, the padding "
+            "masked as missing",
+            padded,
+            input_size,
+        )
+
+
 def run_starts(ids: np.ndarray) -> np.ndarray:
     """(n_runs,) int64 first row of every run of equal consecutive ids."""
     if len(ids) == 0:
@@ -119,6 +136,7 @@ class ScaledWindows:
     loc: np.ndarray  # (n,) float32
     scale: np.ndarray  # (n,) float32
     unseen: int = 0  # how many series were not in training (scaled by their own history)
+    padded: int = 0  # how many series were shorter than the input (padded in front, masked)
     step: np.ndarray | None = None  # (n,) int64 step number of the first forecast step (cycles)
     series: np.ndarray | None = None  # (n,) int64 series code, 0 = unseen (per-series cycles)
 
@@ -136,6 +154,7 @@ class ScaledWindows:
             loc=np.concatenate([p.loc for p in parts]),
             scale=np.concatenate([p.scale for p in parts]),
             unseen=sum(p.unseen for p in parts),
+            padded=sum(p.padded for p in parts),
             step=None if parts[0].step is None else np.concatenate([p.step for p in parts]),
             series=None if parts[0].series is None else np.concatenate([p.series for p in parts]),
         )
@@ -243,14 +262,15 @@ class Forecaster:
 
     # -- forecasting -------------------------------------------------------------------------
     def validate(self, history: pd.DataFrame) -> ValidatedFrame:
-        """The data contract for forecasting: every series at least `input_size` steps long."""
+        """The data contract for forecasting: series of any length (shorter than `input_size`:
+        padded); one with nothing observed in its input window is refused by `scaled_windows`."""
         s = self.settings
         return validate_long_frame(
             history,
             columns=self.columns,
             freq=s.freq,
-            min_length=s.input_size,
             missing="mask" if s.missing == "mask" else "error",
+            empty_series=None,
         )
 
     def predict(self, history: pd.DataFrame, batch_size: int = 4096) -> pd.DataFrame:
@@ -259,13 +279,33 @@ class Forecaster:
         windows = self.scaled_windows(block)
         if windows.unseen:
             log.warning("%d series were not in training; scaled them by their own history", windows.unseen)
+        log_padded(windows.padded, self.settings.input_size)
         return self.forecast_windows(windows, batch_size)
 
     def scaled_windows(self, block: SeriesBlock) -> ScaledWindows:
         """The last `input_size` values of every series, scaled: known series by the training
-        scaler, series the model never saw by their own history (the only data there is)."""
+        scaler, series the model never saw by their own history (the only data there is).
+
+        A series shorter than `input_size` is padded in front with missing (masked) steps, as
+        training pads short series; one with no observed value in its window has nothing to
+        forecast from and is a DataValidationError naming it.
+        """
         L = self.settings.input_size
-        window = block.values[(block.ends - L)[:, None] + np.arange(L)]  # (n, L)
+        positions = (block.ends - L)[:, None] + np.arange(L)  # (n, L)
+        short = block.ends - block.starts < L
+        if short.any():
+            window = block.values[np.maximum(positions, 0)]
+            window[positions < block.starts[:, None]] = np.nan
+        else:
+            window = block.values[positions]
+        if self.settings.missing == "mask":  # otherwise validation left no NaN and no empty series
+            blind = np.isnan(window).all(axis=1)
+            if blind.any():
+                raise DataValidationError(
+                    f"{int(blind.sum())} series have no observed value in their last {L} steps, the "
+                    f"model's input window: {_examples(block.ids[blind])}; there is nothing to "
+                    "forecast them from: remove them from the input or give them recent values"
+                )
         loc, scale, known = self.scaler.lookup(block.ids)
         unseen = np.flatnonzero(~known)
         if len(unseen):
@@ -278,7 +318,15 @@ class Forecaster:
             step = step_index(block.last_time, self.settings.freq) + 1
             series = self.scaler.codes(block.ids)
         return ScaledWindows(
-            block.ids, block.last_time, scaled, loc, scale, unseen=len(unseen), step=step, series=series
+            block.ids,
+            block.last_time,
+            scaled,
+            loc,
+            scale,
+            unseen=len(unseen),
+            padded=int(short.sum()),
+            step=step,
+            series=series,
         )
 
     def forecast_windows(self, windows: ScaledWindows, batch_size: int = 4096) -> pd.DataFrame:

@@ -150,7 +150,6 @@ def test_csv_and_folder_inputs(forecaster, history, tmp_path):
     [
         (lambda df: df.assign(y=df.y.where(df.index != 400)), "missing value"),
         (lambda df: df[df.index != 400], "not regular"),
-        (lambda df: df[~((df.unique_id == "s6") & (df.index % 60 < 40))], "shorter than the 24 steps"),
         (lambda df: df.drop(columns="y"), "missing column"),
         (lambda df: df.iloc[:0], "no rows"),
     ],

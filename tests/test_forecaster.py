@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from forecast.data import SeriesDataModule
-from forecast.data.validation import DataValidationError
 from forecast.forecaster import Forecaster, ForecasterSettings, future_timestamps
 from forecast.models import ForecastModule
 from forecast.training import build_forecaster
@@ -47,9 +46,10 @@ def test_unknown_series_are_scaled_by_their_own_history(forecaster, tiny_frame):
     assert set(out.unique_id) == {"brand-new"} and np.isfinite(out.y_hat).all()
 
 
-def test_too_short_history_is_a_clear_error(forecaster, tiny_frame):
-    with pytest.raises(DataValidationError, match="shorter than the 24 steps"):
-        forecaster.predict(tiny_frame.groupby("unique_id").head(10))
+def test_history_shorter_than_the_input_is_padded(forecaster, tiny_frame):
+    """10 of 24 steps: forecast from a padded window, as if the 14 before were missing."""
+    out = forecaster.predict(tiny_frame.groupby("unique_id").head(10))
+    assert len(out) == 6 * 6 and np.isfinite(out["y_hat"]).all()
 
 
 def test_quantile_columns(tiny_frame):

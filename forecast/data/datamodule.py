@@ -17,8 +17,9 @@ from forecast.data.io import read_table
 from forecast.data.scaling import ScalerKind, SeriesScaler, segment_stats
 from forecast.data.validation import (
     ColumnSpec,
+    EmptyPolicy,
     MissingPolicy,
-    ShortPolicy,
+    _examples,
     series_breaks,
     validate_long_frame,
 )
@@ -29,6 +30,7 @@ from forecast.data.windows import (
     window_starts,
 )
 from forecast.datasets import load_dataset
+from forecast.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,27 @@ def seasonal_mae(values: np.ndarray, offsets: np.ndarray, ends: np.ndarray, seas
         mean = float(np.nanmean(diffs)) if np.isfinite(diffs).any() else 0.0
         out[i] = mean if mean > 1e-8 else 1.0
     return out
+
+
+def split_points(
+    lengths: np.ndarray, horizon: int, val_size: int, test_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(val_start, test_start) per series: where its validation and test targets begin.
+
+    A series long enough for all three parts ends with `test_size` test steps after `val_size`
+    validation steps. A shorter one serves training first, then validation, then test: one
+    training window needs horizon + 1 steps, and a series the model never learns from would
+    only be scored as a stranger (its scaler comes from the training part too), so training
+    gets its steps before validation, which early stopping needs, before test. A part the series
+    is too short for is empty (its start is the series' length).
+    """
+    n = np.asarray(lengths, dtype=np.int64)
+    train_min = horizon + 1
+    has_test = n >= train_min + val_size + test_size
+    has_val = n >= train_min + val_size
+    test_start = np.where(has_test, n - test_size, n)
+    val_start = np.where(has_test, n - test_size - val_size, np.where(has_val, n - val_size, n))
+    return val_start, test_start
 
 
 class SeriesDataModule(L.LightningDataModule):
@@ -69,7 +92,7 @@ class SeriesDataModule(L.LightningDataModule):
         season_length: int = 1,
         scaler: ScalerKind = "standard",
         missing: MissingPolicy = "error",
-        short_series: ShortPolicy = "error",
+        empty_series: EmptyPolicy = "error",
         train_stride: int = 1,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
@@ -98,7 +121,9 @@ class SeriesDataModule(L.LightningDataModule):
         self.season_length = season_length
         self.scaler_kind = scaler
         self.missing = missing
-        self.short_series = short_series
+        if empty_series not in ("error", "drop"):
+            raise ConfigError(f"data.empty_series must be 'error' or 'drop', got {empty_series!r}")
+        self.empty_series = empty_series
         self.train_stride = train_stride
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -108,12 +133,11 @@ class SeriesDataModule(L.LightningDataModule):
         self.scaler: SeriesScaler | None = None
         self.arrays: SeriesArrays | None = None
         self.ids: np.ndarray | None = None
+        # (n_series,) where each series' validation and test targets start (its length if none)
+        self.val_start: np.ndarray | None = None
+        self.test_start: np.ndarray | None = None
+        self.left_out: tuple = ()  # series too short for one training window (not trained on)
         self.datasets: dict[str, WindowDataset] = {}
-
-    @property
-    def min_length(self) -> int:
-        """Shortest series that still yields one training window."""
-        return self.input_size + self.horizon + self.val_size + self.test_size
 
     def _read(self) -> pd.DataFrame:
         """The table; a file's problems (path, columns) surface here, naming the file."""
@@ -132,9 +156,8 @@ class SeriesDataModule(L.LightningDataModule):
             self._read(),
             columns=self.columns,
             freq=self.freq,
-            min_length=self.min_length,
             missing=self.missing,
-            short_series=self.short_series,
+            empty_series=self.empty_series,
         )
         # Only the target values and each series' first time stamp are kept: the validated
         # table (ids, times, carried columns) is several times the size of the values, and
@@ -143,11 +166,13 @@ class SeriesDataModule(L.LightningDataModule):
         self.data_freq = validated.freq
         # Series boundaries from the sorted id column, without a groupby over every row.
         starts = np.concatenate([[0], np.flatnonzero(series_breaks(frame[c.id_col])) + 1])
-        self.ids = frame[c.id_col].iloc[starts].to_numpy()
         n = np.diff(np.append(starts, len(frame)))
+        frame, n = self._leave_out_too_short(frame, n)
+        self.ids = frame[c.id_col].iloc[np.cumsum(n) - n].to_numpy()
         offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
-        test_start = n - self.test_size
-        val_start = test_start - self.val_size
+        val_start, test_start = split_points(n, self.horizon, self.val_size, self.test_size)
+        self._require_eval_windows(n, val_start, test_start)
+        self.val_start, self.test_start = val_start, test_start
         self.first_time = pd.Index(frame[c.time_col].iloc[offsets[:-1]])
 
         raw = frame[c.target_col].to_numpy(dtype=np.float32)
@@ -170,20 +195,71 @@ class SeriesDataModule(L.LightningDataModule):
         # hand them back so the process holds what the data module holds.
         pa.default_memory_pool().release_unused()
         L, H = self.input_size, self.horizon
+        # Series with a full input before their validation part keep exactly the windows they
+        # always had (first target at step L), so results on data of long series do not move.
+        # A series too short for that trains on every window with at least one observed input
+        # step (first target 1 .. T - H of its T training steps), the rest of the input padded
+        # and masked: these are the only examples of forecasting from a short history, which is
+        # what the forecast of a young series does, and with fewer than L of them a short series
+        # still weighs less than a long one.
+        full = val_start >= L + H
         splits = {
-            "train": (np.full_like(n, L), val_start, self.train_stride),
+            "train": (np.where(full, L, 1), val_start, self.train_stride),
             "val": (val_start, test_start, 1),
             "test": (test_start, n, 1),
         }
         for name, (first, last, stride) in splits.items():
             starts = window_starts(offsets, first, last, L, H, stride)
-            self.datasets[name] = WindowDataset(self.arrays, starts, L, H)
+            padded = bool(np.any((first < L) & (last - first >= H)))
+            self.datasets[name] = WindowDataset(self.arrays, starts, L, H, padded=padded)
         log.info(
-            "data: %d series, %d steps; windows train %d, val %d, test %d",
+            "data: %d series, %d steps; windows train %d, val %d, test %d; %d series shorter than "
+            "input_size + horizon train on padded inputs, %d have no validation part, %d no test part",
             len(n),
             offsets[-1],
             *(len(self.datasets[s]) for s in ("train", "val", "test")),
+            int((~full).sum()),
+            int((test_start - val_start < H).sum()),
+            int((n - test_start < H).sum()) if self.test_size else 0,
         )
+
+    def _leave_out_too_short(self, frame: pd.DataFrame, n: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """Drop series with fewer than horizon + 1 steps (no training window), logging how many."""
+        short = n < self.horizon + 1
+        if not short.any():
+            return frame, n
+        c = self.columns
+        ids = frame[c.id_col].iloc[(np.cumsum(n) - n)[short]].to_numpy()
+        if short.all():
+            raise DataValidationError(
+                f"no series has the horizon + 1 = {self.horizon + 1} steps one training window "
+                f"needs (the longest has {n.max()}): lower data.horizon or bring longer series"
+            )
+        self.left_out = tuple(ids)
+        log.warning(
+            "left %d of %d series out of training: fewer than horizon + 1 = %d steps, no training "
+            "window (%s)",
+            len(ids),
+            len(n),
+            self.horizon + 1,
+            _examples(ids),
+        )
+        return frame[np.repeat(~short, n)].reset_index(drop=True), n[~short]
+
+    def _require_eval_windows(self, n: np.ndarray, val_start: np.ndarray, test_start: np.ndarray) -> None:
+        """Validation (and test, unless test_size=0) needs at least one series long enough."""
+        H, v, t = self.horizon, self.val_size, self.test_size
+        if not (test_start - val_start >= H).any():
+            raise DataValidationError(
+                f"no series is long enough for a validation part: that takes horizon + 1 + val_size "
+                f"= {H + 1 + v} steps (the longest has {n.max()}); lower data.val_size or data.horizon"
+            )
+        if t and not (n - test_start >= H).any():
+            raise DataValidationError(
+                f"no series is long enough for a test part: that takes horizon + 1 + val_size + "
+                f"test_size = {H + 1 + v + t} steps (the longest has {n.max()}); lower "
+                "data.test_size, or set data.test_size=0 for no test split"
+            )
 
     def _first_steps(self, first_times: np.ndarray) -> np.ndarray | None:
         """Absolute step number of every series' first row, for models with a learned cycle."""
@@ -229,7 +305,8 @@ class SeriesDataModule(L.LightningDataModule):
 
     def history(self, before: str | None = "test", ids: Sequence | None = None) -> pd.DataFrame:
         """The data (id, time, target) cut before the `test` or `val` targets (None: all of it),
-        for every series or only `ids`: what a forecast at that point sees.
+        for every series or only `ids`: what a forecast at that point sees. A series without
+        that part (too short for it, see `split_points`) comes whole.
 
         Rebuilt from the stored values and each series' first time stamp, in the validated
         table's order and dtypes (other columns of the input are not kept).
@@ -239,11 +316,10 @@ class SeriesDataModule(L.LightningDataModule):
         pick = np.arange(len(self.ids)) if ids is None else pd.Index(self.ids).get_indexer(list(ids))
         if (pick < 0).any():
             raise KeyError(f"unknown series: {list(np.asarray(list(ids))[pick < 0])[:5]}")
-        cuts = {None: 0, "test": self.test_size, "val": self.test_size + self.val_size}
-        if before not in cuts:
+        ends = {None: a.lengths, "test": self.test_start, "val": self.val_start}
+        if before not in ends:
             raise ValueError(f"before must be 'test', 'val' or None, got {before!r}")
-        cut = cuts[before]
-        lengths = a.lengths[pick] - cut
+        lengths = ends[before][pick]
         first = a.offsets[pick]
         within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         return pd.DataFrame(

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 
 from forecast.data.calendar import fixed_step
-from forecast.errors import DataValidationError
+from forecast.errors import ConfigError, DataValidationError
 
 __all__ = ["ColumnSpec", "DataValidationError", "ValidatedFrame", "validate_long_frame"]
 
 log = logging.getLogger(__name__)
 
 MissingPolicy = Literal["error", "mask"]
-ShortPolicy = Literal["error", "drop"]
+EmptyPolicy = Literal["error", "drop"]  # series with no observed target (data.empty_series)
 
 _EXAMPLES = 5  # how many offending ids / rows an error message shows
 
@@ -179,15 +179,19 @@ def validate_long_frame(
     *,
     columns: ColumnSpec = ColumnSpec(),
     freq: str | int | None = None,
-    min_length: int = 1,
     missing: MissingPolicy = "error",
-    short_series: ShortPolicy = "error",
+    empty_series: EmptyPolicy | None = "error",
 ) -> ValidatedFrame:
-    """Check a long table against the data contract and return it sorted and typed."""
+    """Check a long table against the data contract and return it sorted and typed.
+
+    Series may be of any length (training pads short inputs, see `SeriesDataModule`); a series
+    with no observed target at all is an error, or dropped with `empty_series="drop"`. None
+    leaves that to the caller (the forecast checks every series' input window instead).
+    """
     if missing not in ("error", "mask"):
         raise DataValidationError(f"data.missing must be 'error' or 'mask', got {missing!r}")
-    if short_series not in ("error", "drop"):
-        raise DataValidationError(f"data.short_series must be 'error' or 'drop', got {short_series!r}")
+    if empty_series not in ("error", "drop", None):
+        raise ConfigError(f"data.empty_series must be 'error' or 'drop', got {empty_series!r}")
     _check_columns(df, columns)
     c = columns
     ids = df[c.id_col]
@@ -237,21 +241,26 @@ def validate_long_frame(
             "data.missing=mask to leave them out of the loss"
         )
 
-    starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
-    lengths = pd.Series(np.diff(np.append(starts, len(frame))), index=frame[c.id_col].iloc[starts].to_numpy())
-    short = lengths[lengths < min_length]
     dropped: tuple = ()
-    if len(short):
-        detail = _examples(f"{i} ({n} steps)" for i, n in short.items())
-        if short_series == "error" or len(short) == len(lengths):
-            raise DataValidationError(
-                f"{len(short)} of {len(lengths)} series are shorter than the {min_length} steps "
-                f"needed (input_size + horizon + validation + test): {detail}. Drop them, lower "
-                "data.input_size, or set data.short_series=drop"
+    if nan.any() and empty_series is not None:
+        # Only masked targets can leave a series with nothing observed: one per-series count.
+        starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
+        observed = np.add.reduceat((~nan).to_numpy(dtype=np.int64), starts)
+        empty = frame[c.id_col].iloc[starts[observed == 0]].to_numpy()
+        if len(empty) and (empty_series == "error" or len(empty) == len(starts)):
+            fix = (
+                "remove them, or set data.empty_series=drop to leave them out"
+                if len(empty) < len(starts)
+                else "the table holds no data"
             )
-        dropped = tuple(short.index)
-        log.warning("dropped %d series shorter than %d steps: %s", len(short), min_length, detail)
-        frame = frame[~frame[c.id_col].isin(short.index)].reset_index(drop=True)
+            raise DataValidationError(
+                f"{len(empty)} of {len(starts)} series have no observed value in "
+                f"{c.target_col!r} (every one is missing): {_examples(empty)}; {fix}"
+            )
+        if len(empty):
+            dropped = tuple(empty)
+            log.warning("dropped %d series with no observed target: %s", len(empty), _examples(empty))
+            frame = frame[~frame[c.id_col].isin(empty)].reset_index(drop=True)
     return ValidatedFrame(
         frame=frame,
         freq=resolved,

@@ -45,8 +45,9 @@ def window_starts(
     """Global start positions of every window whose H targets lie in [first, last) per series.
 
     Positions are relative to each series; inputs reach back `input_size` steps and may cross
-    into an earlier split, targets never leave their own. Returns int32 where it fits, so the
-    index costs no more memory than the values it points into.
+    into an earlier split, targets never leave their own. A first target below `input_size`
+    gives windows that start before their series (padded, see `WindowDataset`). Returns int32
+    where it fits, so the index costs no more memory than the values it points into.
     """
     first_start = first_target - input_size  # window start = first target - input_size
     last_start = last_target - horizon - input_size  # inclusive
@@ -66,13 +67,19 @@ class WindowDataset(Dataset):
 
     `__getitems__` lets the DataLoader fetch a batch with one vectorised gather instead of
     one Python call per window, which keeps the data pipeline far ahead of the model.
+    A window may start before its series (a series shorter than its input): the steps before
+    the series are served as missing (x 0, x_mask False), like a masked value. `padded=False`
+    promises no window does so and skips that check (the common case of long series).
     """
 
-    def __init__(self, arrays: SeriesArrays, starts: np.ndarray, input_size: int, horizon: int):
+    def __init__(
+        self, arrays: SeriesArrays, starts: np.ndarray, input_size: int, horizon: int, padded: bool = True
+    ):
         self.arrays = arrays
         self.starts = starts
         self.input_size = input_size
         self.horizon = horizon
+        self.padded = padded
         self._steps = np.arange(input_size + horizon)
 
     def __len__(self) -> int:
@@ -81,12 +88,20 @@ class WindowDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         a = self.arrays
         starts = self.starts[np.asarray(indices)].astype(np.int64)
-        series = np.searchsorted(a.offsets, starts, side="right") - 1
+        L = self.input_size
+        # A window's targets always lie inside its series, its input may start before it.
+        series = np.searchsorted(a.offsets, starts + L, side="right") - 1
         loc, scale = a.loc[series], a.scale[series]
-        window = (a.values[starts[:, None] + self._steps] - loc[:, None]) / scale[:, None]  # (B, L + H)
+        positions = starts[:, None] + self._steps  # (B, L + H)
+        if self.padded:
+            before = positions < a.offsets[series][:, None]
+            raw = a.values[np.maximum(positions, 0)]
+            raw[before] = np.nan
+        else:
+            raw = a.values[positions]
+        window = (raw - loc[:, None]) / scale[:, None]  # (B, L + H)
         missing = np.isnan(window)
         window = np.where(missing, np.float32(0.0), window)
-        L = self.input_size
         extra = {}
         if a.first_step is not None:
             extra["step"] = torch.from_numpy(a.first_step[series] + (starts - a.offsets[series]) + L)

@@ -2,10 +2,10 @@
 
 The data contract is checked on every chunk, and series keep the input's order. A vectorised
 check proves the common case valid (ids grouped, times sorted on a fixed-step grid, numeric
-targets, long enough series) without pandas; anything it cannot prove (unsorted rows, calendar
-frequencies such as month ends, text timestamps, a problem in the data) goes through
-`validate_long_frame`, which sorts what can be sorted and raises the usual error naming the
-problem, with the chunk's rows added.
+targets; series of any length, `Forecaster.scaled_windows` pads the short ones) without pandas;
+anything it cannot prove (unsorted rows, calendar frequencies such as month ends, text
+timestamps, a problem in the data) goes through `validate_long_frame`, which sorts what can be
+sorted and raises the usual error naming the problem, with the chunk's rows added.
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ def fast_block(table: pa.Table, forecaster: Forecaster) -> SeriesBlock | None:
     change = pc.not_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False)
     starts = np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.int64)
     ends = np.append(starts[1:], n).astype(np.int64)
-    if (ends - starts).min() < s.input_size:
-        return None
     run_ids = ids.take(pa.array(starts)).to_numpy(zero_copy_only=False)
     if len(set(run_ids.tolist())) != len(run_ids):
         return None  # a series in several runs: validate_long_frame sorts it

@@ -42,7 +42,7 @@ from forecast.data.io import (
 )
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import chunk_block
-from forecast.forecaster import Forecaster, ScaledWindows
+from forecast.forecaster import Forecaster, ScaledWindows, log_padded
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class StreamSummary:
     chunks: int
     unseen: int
     seconds: float
+    padded: int = 0  # series shorter than the input window, padded in front (masked)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -346,15 +347,16 @@ def _stream(
     started = time.perf_counter()
     seen: set = set()  # ids of the series done: one that comes back means the input is not grouped
     pending: list[ScaledWindows] = []
-    pending_rows = series = rows = chunks = unseen = 0
+    pending_rows = series = rows = chunks = unseen = padded = 0
     bar = Progress(total_rows, progress)
 
     def flush() -> None:
-        nonlocal pending, pending_rows, series, unseen
+        nonlocal pending, pending_rows, series, unseen, padded
         windows = ScaledWindows.concat(pending)
         writer.write(forecaster.forecast_windows(windows, batch_size))
         bar.update(len(windows), pending_rows)
         series, unseen = series + len(windows), unseen + windows.unseen
+        padded += windows.padded
         pending, pending_rows = [], 0
 
     with AtomicParquetWriter(output_path, metadata) as writer:
@@ -383,4 +385,5 @@ def _stream(
     bar.close()
     if unseen:
         log.warning("%d series were not in training; scaled them by their own history", unseen)
-    return StreamSummary(out, series, rows, chunks, unseen, time.perf_counter() - started)
+    log_padded(padded, forecaster.settings.input_size)
+    return StreamSummary(out, series, rows, chunks, unseen, time.perf_counter() - started, padded)

@@ -147,6 +147,9 @@ class RecurrentForecaster(nn.Module):
     ) -> torch.Tensor:
         """x, x_mask: (B, L); step, series: (B,) int -> (B, H, n_outputs), on the scale of x."""
         observed = torch.ones_like(x) if x_mask is None else x_mask.to(x.dtype)
+        # Unobserved steps (missing values, the padding before a short series) carry no value
+        # on any path: zero in the RNN input and the linear skip, left out of the window norms.
+        x = x * observed
         if self.window_norm == "last":
             # Position of each window's last observed step (the largest observed index).
             last = (observed * torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype)).argmax(1)

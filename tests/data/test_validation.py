@@ -104,20 +104,11 @@ def test_integer_steps():
         validate_long_frame(df, freq=2)
 
 
-def test_short_series_error_or_drop():
-    df = pd.concat([frame(1, 20), frame(1, 5).assign(unique_id="short")])
-    with pytest.raises(
-        DataValidationError, match=r"1 of 2 series are shorter than the 10 steps.*'short \(5 steps\)'"
-    ):
-        validate_long_frame(df, min_length=10)
-    out = validate_long_frame(df, min_length=10, short_series="drop")
-    assert out.dropped_ids == ("short",)
-    assert set(out.frame["unique_id"]) == {"s0"}
-
-
-def test_all_short_is_an_error_even_when_dropping():
-    with pytest.raises(DataValidationError, match="shorter than"):
-        validate_long_frame(frame(), min_length=50, short_series="drop")
+def test_series_of_any_length_pass():
+    """Short series are the data module's and the forecast's business (padding), not an error."""
+    df = pd.concat([frame(1, 20), frame(1, 1).assign(unique_id="one")])
+    out = validate_long_frame(df)
+    assert out.frame.groupby("unique_id").size().to_dict() == {"one": 1, "s0": 20}
 
 
 def test_empty_ids_and_empty_table():
