@@ -8,8 +8,11 @@ cluster and writes a folder of Parquet files.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,7 +21,15 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.models import Model
 
+from forecast.cli import one_line
+from forecast.data.staging import prepare_output
 from forecast.engines.local import ProgressMode, forecast_file
+from forecast.errors import (
+    ConfigError,
+    ForecastError,
+    ModelNotFoundError,
+    TrackingUnavailableError,
+)
 from forecast.forecaster import Forecaster, Runtime
 from forecast.tracking import pyfunc as pyfunc_loader
 from forecast.tracking.store import use_store
@@ -60,18 +71,131 @@ class RayOptions:
     init_kwargs: dict = field(default_factory=dict)
 
 
-def resolve_model(model_uri: str) -> tuple[Path, ModelRef]:
-    """Download a logged or registered model; return its forecaster folder and what it is."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    meta = Model.load(local)
-    flavor = meta.flavors.get("python_function", {})
-    if flavor.get("loader_module") != pyfunc_loader.__name__:
-        raise ValueError(
-            f"{model_uri} is not a forecast model (pyfunc loader {flavor.get('loader_module')!r})"
+@dataclass(frozen=True)
+class LoadRetry:
+    """How model loading rides out a tracking server that is briefly unreachable.
+
+    `retries` more attempts after the first, `backoff_s`, 2x, 4x ... apart; each HTTP request
+    waits at most `timeout_s` (MLflow's own retries are turned off for the call, so that these
+    are the only ones: MLflow alone retried for minutes).
+    """
+
+    retries: int = 3
+    backoff_s: float = 2.0
+    timeout_s: int = 10
+
+    def __post_init__(self) -> None:
+        """Bad values are a config error naming the option, before anything is loaded."""
+        checks = [
+            ("load_retries", self.retries, int, 0),
+            ("load_backoff_s", self.backoff_s, int | float, 0),
+            ("load_timeout_s", self.timeout_s, int, 1),
+        ]
+        for name, value, kind, low in checks:
+            if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+                raise ConfigError(f"{name} must be a number >= {low}, got {value!r}")
+
+
+# MLflow error codes that mean "there is no such model, version, alias or run".
+_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and the exceptions behind it (MLflow re-raises connection errors without `from`)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and all(current is not e for e in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _unreachable(err: BaseException, timeout_s: int) -> str | None:
+    """Why the tracking server could not be reached, or None if it answered."""
+    import socket
+
+    from requests import exceptions as http
+
+    chain = _chain(err)
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if any(isinstance(e, http.Timeout | TimeoutError | socket.timeout) for e in chain):
+        return f"no answer within {timeout_s}s"
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "unknown host"
+    if any(isinstance(e, http.RetryError) for e in chain):
+        return "the server answered with an error status (e.g. 503)"
+    if any(isinstance(e, http.ConnectionError | ConnectionError) for e in chain):
+        return "connection failed"
+    return None
+
+
+def _refused_login(err: BaseException) -> int | None:
+    """401 or 403 when the tracking server turned the credentials down, else None."""
+    from mlflow.exceptions import MlflowException
+
+    for e in _chain(err):
+        if not isinstance(e, MlflowException):
+            continue
+        match = re.search(r"error code (\d{3}) != 200", str(e))  # a non-JSON answer (basic-auth app)
+        status = int(match.group(1)) if match else None
+        if status in (401, 403):
+            return status
+        if e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            return 401 if e.error_code == "UNAUTHENTICATED" else 403
+    return None
+
+
+def _login_error(server: str, status: int) -> TrackingUnavailableError:
+    """The one line for a refused login: which variables to check (never their values)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 401 and not user:
+        what = "requires a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    elif status == 401:
+        what = (
+            f"rejected the credentials of user {user!r} (HTTP 401): check MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD"
         )
-    name, version = "", ""
+    else:
+        what = f"denied user {user!r} access (HTTP 403): ask its admin for permission"
+    return TrackingUnavailableError(f"MLflow tracking server {server} {what}")
+
+
+def _server(uri: str) -> str:
+    """The tracking URI without any user:password part, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
+    return urlunsplit(parts)
+
+
+@contextmanager
+def _http_limits(retry: LoadRetry) -> Iterator[None]:
+    """Turn MLflow's own HTTP retries off and cap each request's wait, unless the user set them."""
+    limits = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(retry.timeout_s),
+    }
+    saved = {name: os.environ.get(name) for name in limits}
+    for name, value in limits.items():
+        if saved[name] is None:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+def _resolve_once(model_uri: str) -> tuple[Path, ModelRef]:
+    """One attempt of `resolve_model`: MLflow's errors pass through unchanged."""
+    name, version, uri = "", "", model_uri
     match = _REGISTRY_URI.match(model_uri)
-    if match:
+    if match:  # pin the version first, so that an alias moved meanwhile changes nothing
         client = MlflowClient()
         name = match["name"]
         if match["alias"]:
@@ -79,14 +203,79 @@ def resolve_model(model_uri: str) -> tuple[Path, ModelRef]:
         else:
             mv = client.get_model_version(name, match["version"])
         version = str(mv.version)
+        uri = f"models:/{name}/{version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    try:
+        if not local.is_dir():
+            raise FileNotFoundError(local)
+        meta = Model.load(local)
+    except Exception as err:  # a file, or a folder without an MLmodel: downloaded, so not a network error
+        raise ModelNotFoundError(f"{model_uri} is not an MLflow model (no MLmodel file there)") from err
+    flavor = meta.flavors.get("python_function", {})
+    if flavor.get("loader_module") != pyfunc_loader.__name__:
+        raise ModelNotFoundError(
+            f"{model_uri} is not a forecast model (pyfunc loader {flavor.get('loader_module')!r}, "
+            f"not {pyfunc_loader.__name__!r}); give a model logged by pipelines/train.py"
+        )
     return local / flavor["data"], ModelRef(
         uri=model_uri, name=name, version=version, run_id=meta.run_id or ""
     )
 
 
-def load_registered(model_uri: str, runtime: Runtime = "torch") -> tuple[Forecaster, ModelRef]:
+def resolve_model(model_uri: str, retry: LoadRetry | None = None) -> tuple[Path, ModelRef]:
+    """Download a logged or registered model; return its forecaster folder and what it is.
+
+    A tracking server that cannot be reached is retried with exponential backoff (`retry`),
+    then a TrackingUnavailableError; a model, version, alias or run that does not exist, or
+    is no forecast model, is a ModelNotFoundError at once.
+    """
+    from mlflow.exceptions import MlflowException
+
+    retry = retry or LoadRetry()
+    attempts = retry.retries + 1
+    started = time.monotonic()
+    log.info("loading model %s", model_uri)
+    for attempt in range(1, attempts + 1):
+        try:
+            with _http_limits(retry):
+                return _resolve_once(model_uri)
+        except ForecastError:
+            raise
+        except Exception as err:
+            login = _refused_login(err)
+            if login is not None:  # retrying cannot help
+                raise _login_error(_server(mlflow.get_tracking_uri()), login) from err
+            reason = _unreachable(err, retry.timeout_s)
+            if reason is None:
+                if isinstance(err, MlflowException) and err.error_code in _NOT_FOUND:
+                    raise ModelNotFoundError(f"model not found: {model_uri} ({one_line(err)})") from err
+                raise
+            server = _server(mlflow.get_tracking_uri())
+            if attempt == attempts:
+                raise TrackingUnavailableError(
+                    f"cannot reach the MLflow tracking server at {server} to load {model_uri}: "
+                    f"{reason}, {attempts} attempt(s) over {time.monotonic() - started:.0f}s; check "
+                    "that the server is up and MLFLOW_TRACKING_URI"
+                ) from err
+            delay = retry.backoff_s * 2 ** (attempt - 1)
+            log.warning(
+                "tracking server %s unreachable loading %s (%s; attempt %d of %d): retrying in %.1fs",
+                server,
+                model_uri,
+                reason,
+                attempt,
+                attempts,
+                delay,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def load_registered(
+    model_uri: str, runtime: Runtime = "torch", retry: LoadRetry | None = None
+) -> tuple[Forecaster, ModelRef]:
     """Load a logged or registered model (`models:/NAME@alias`, `models:/NAME/3`, `runs:/...`)."""
-    folder, ref = resolve_model(model_uri)
+    folder, ref = resolve_model(model_uri, retry)
     return Forecaster.load(folder, runtime=runtime), ref
 
 
@@ -102,16 +291,20 @@ def run_batch_forecast(
     chunk_rows: int = 1_000_000,
     progress: ProgressMode = "auto",
     ray: RayOptions | None = None,
+    retry: LoadRetry | None = None,
 ) -> Path:
     """Forecast every series in `input_path` with the model at `model_uri`, write `output_path`.
 
     `local` writes one Parquet file; `ray` a folder of Parquet files. Either appears complete
-    or not at all, and an earlier output stays intact when the run fails.
+    or not at all, and an earlier output stays intact when the run fails. The output path is
+    checked (and leftovers of killed runs beside it removed) before the model is loaded;
+    `retry` says how model loading rides out a tracking server outage.
     """
     if engine not in ("local", "ray"):
         raise ValueError(f"unknown engine {engine!r}; use local or ray")
     use_store(root_dir)
     started = time.perf_counter()
+    prepare_output(output_path, folder=engine == "ray")
     if engine == "ray":
         from forecast.engines.ray import forecast_on_ray
 
@@ -122,8 +315,9 @@ def run_batch_forecast(
             options=ray or RayOptions(),
             batch_size=batch_size,
             runtime=runtime,
+            retry=retry,
         )
-    forecaster, ref = load_registered(model_uri, runtime=runtime)
+    forecaster, ref = load_registered(model_uri, runtime=runtime, retry=retry)
     summary = forecast_file(
         forecaster,
         input_path,

@@ -25,6 +25,7 @@ from forecast.data.validation import (
     _examples,
     validate_long_frame,
 )
+from forecast.errors import NonFiniteError
 from forecast.models.registry import build_net
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,19 @@ class ScaledWindows:
             step=None if parts[0].step is None else np.concatenate([p.step for p in parts]),
             series=None if parts[0].series is None else np.concatenate([p.series for p in parts]),
         )
+
+
+def check_finite(preds: np.ndarray, ids: np.ndarray, show: int = 5) -> None:
+    """Refuse a forecast with NaN or inf: a broken model must not replace a good output."""
+    bad = ~np.isfinite(preds).reshape(len(preds), -1).all(axis=1)
+    if not bad.any():
+        return
+    named = ", ".join(str(i) for i in ids[bad][:show])
+    more = ", ..." if bad.sum() > show else ""
+    raise NonFiniteError(
+        f"the forecast is NaN or infinite for {int(bad.sum())} of {len(preds)} series ({named}{more}); "
+        "nothing was written: check the model's weights and metrics, and the scale of these series' inputs"
+    )
 
 
 def torch_runner(net: nn.Module) -> NetRunner:
@@ -334,6 +348,7 @@ class Forecaster:
         s, c = self.settings, self.columns
         preds = self.predict_scaled(windows.windows, batch_size, windows.step, windows.series)  # (n, H, Q)
         preds = preds * windows.scale[:, None, None] + windows.loc[:, None, None]
+        check_finite(preds, windows.ids)
         out = pd.DataFrame(
             {
                 c.id_col: np.repeat(windows.ids, s.horizon),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from forecast.batch import RayOptions, run_batch_forecast
+from forecast.batch import LoadRetry, RayOptions, run_batch_forecast
 from forecast.cli import run_app
 
 
@@ -22,6 +22,7 @@ def main(cfg: DictConfig) -> None:
         chunk_rows=cfg.chunk_rows,
         progress=cfg.progress,
         ray=RayOptions(**OmegaConf.to_container(cfg.ray, resolve=True)),
+        retry=LoadRetry(retries=cfg.load_retries, backoff_s=cfg.load_backoff_s, timeout_s=cfg.load_timeout_s),
     )
 
 

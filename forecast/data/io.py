@@ -16,9 +16,8 @@ import difflib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pandas as pd
@@ -210,22 +209,29 @@ def write_parquet_atomic(
     """Write a Parquet file so that readers see either the old file or the complete new one.
 
     The table goes to a temporary file in the same folder, then `os.replace` moves it into
-    place, which is atomic on POSIX: a crash leaves no partial output and keeps an earlier one.
-    `metadata` lands in the file's schema metadata (e.g. which model made a forecast).
+    place, which is atomic on POSIX: a crash leaves no partial output and keeps an earlier one,
+    and the temporary name carries this process's id so that the next write removes it
+    (`forecast.data.staging`). `metadata` lands in the file's schema metadata (e.g. which model
+    made a forecast). Raises OutputError when `path` cannot be written.
     """
+    from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_stale
+
     path = Path(path)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = staging_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path)
         pq.write_table(table, tmp)
+        fsync_tree(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:
+        raise output_error(path, err) from err
+    finally:
+        with suppress(OSError):  # gone after the rename; never there if the folder is not
+            tmp.unlink(missing_ok=True)
     return path

@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,8 +39,10 @@ from forecast.data.io import (
     require_columns,
     table_columns,
 )
+from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_stale
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import chunk_block
+from forecast.errors import NonFiniteError
 from forecast.forecaster import Forecaster, ScaledWindows, log_padded
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,9 @@ def _last_run_start(ids: pa.ChunkedArray) -> int:
 class AtomicParquetWriter:
     """Append tables to a temporary file beside `path`; `commit` renames it into place.
 
-    Until then, and always when anything fails, `path` keeps whatever it held before.
+    Until then, and always when anything fails, `path` keeps whatever it held before. The
+    temporary name carries this process's id (`forecast.data.staging`), so the next run removes
+    it if this one is killed; any error writing is an OutputError naming `path`.
     """
 
     def __init__(self, path: str | os.PathLike, metadata: dict[str, str] | None = None):
@@ -183,17 +186,25 @@ class AtomicParquetWriter:
         self._writer: pq.ParquetWriter | None = None
 
     def __enter__(self) -> AtomicParquetWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        """Sweep leftovers of killed runs, then create this writer's temporary file."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale(self.path)
+            tmp = staging_path(self.path)
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except OSError as err:
+            raise output_error(self.path, err) from err
+        self._tmp = tmp
         return self
 
     def write(self, frame: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._writer is None:
             schema = table.schema.with_metadata({**(table.schema.metadata or {}), **self.metadata})
-            self._writer = pq.ParquetWriter(self._tmp, schema)
+            try:
+                self._writer = pq.ParquetWriter(self._tmp, schema)
+            except OSError as err:
+                raise output_error(self.path, err) from err
         elif not table.schema.equals(self._writer.schema, check_metadata=False):
             try:
                 table = table.cast(self._writer.schema)
@@ -202,21 +213,33 @@ class AtomicParquetWriter:
                     f"column types changed between chunks of the input ({table.schema} after "
                     f"{self._writer.schema}); give every chunk the same types"
                 ) from err
-        self._writer.write_table(table)
+        try:
+            self._writer.write_table(table)
+        except OSError as err:  # disk full, file system gone read-only
+            raise output_error(self.path, err) from err
 
     def commit(self) -> Path:
+        """Close the temporary file, flush it to disk and rename it over `path`."""
         assert self._writer is not None, "nothing was written"
-        self._writer.close()
-        self._writer = None
-        os.replace(self._tmp, self.path)
+        try:
+            self._writer.close()
+            self._writer = None
+            fsync_tree(self._tmp)
+            os.replace(self._tmp, self.path)
+        except OSError as err:
+            raise output_error(self.path, err) from err
         self._tmp = None
         return self.path
 
     def __exit__(self, *exc) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        except OSError:
+            pass  # the error that got us here says more
+        finally:
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -353,7 +376,12 @@ def _stream(
     def flush() -> None:
         nonlocal pending, pending_rows, series, unseen, padded
         windows = ScaledWindows.concat(pending)
-        writer.write(forecaster.forecast_windows(windows, batch_size))
+        try:
+            frame = forecaster.forecast_windows(windows, batch_size)
+        except NonFiniteError as err:  # say where: the run stops at the first such batch
+            first = f"{series + 1:,} to {series + len(windows):,}"
+            raise NonFiniteError(f"stopped at series {first} of the input: {err}") from None
+        writer.write(frame)
         bar.update(len(windows), pending_rows)
         series, unseen = series + len(windows), unseen + windows.unseen
         padded += windows.padded

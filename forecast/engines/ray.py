@@ -17,8 +17,6 @@ import functools
 import logging
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +26,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from forecast.data.staging import fsync_tree, output_error, remove, staging_path, sweep_stale
+
 if TYPE_CHECKING:
-    from forecast.batch import RayOptions
+    from forecast.batch import LoadRetry, RayOptions
     from forecast.data.validation import ColumnSpec
     from forecast.forecaster import Forecaster, Runtime
 
@@ -96,6 +96,33 @@ def forecast_partition(
     return out.replace_schema_metadata({**(out.schema.metadata or {}), **extra})
 
 
+def _user_error(err: BaseException) -> Exception | None:
+    """A ForecastError raised in a Ray task (NaN forecast, bad data), without Ray's wrapping.
+
+    Ray re-raises a task's error as a RayTaskError holding the remote traceback in its text,
+    and Ray Data appends its retry advice to the message; the pipeline must end on the task's
+    own one-line message and exit code instead.
+    """
+    from forecast.errors import ForecastError
+
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and all(current is not e for e in seen):
+        seen.append(current)
+        cause = getattr(current, "cause", None)  # RayTaskError keeps the task's exception here
+        if isinstance(cause, ForecastError):
+            found = cause
+        elif isinstance(current, ForecastError) and type(current).__module__.startswith("forecast"):
+            found = current
+        else:
+            current = current.__cause__ or current.__context__
+            continue
+        if found.args and isinstance(found.args[0], str) and "\nFailed to " in found.args[0]:
+            found.args = (found.args[0].split("\nFailed to ")[0], *found.args[1:])
+        return found
+    return None
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
     try:
@@ -109,24 +136,38 @@ def _exchange(a: Path, b: Path) -> bool:
 
 @contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary folder beside `path` that replaces it on success and vanishes on failure."""
+    """A temporary folder beside `path` that replaces it on success and vanishes on failure.
+
+    Its name (and that of the `.old` folder of the two-rename swap) carries this process's id,
+    so a run killed half-way leaves nothing that the next run does not remove; a kill between
+    the two renames is undone by the next run, which moves the previous output back
+    (`forecast.data.staging.sweep_stale`). OSErrors become an OutputError naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = staging_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path)
+    except OSError as err:
+        raise output_error(path, err) from err
     try:
         yield tmp
-        if not path.exists():
-            os.rename(tmp, path)
-        elif _exchange(tmp, path):
-            shutil.rmtree(tmp)  # the old output, now at the temporary name
-        else:  # two renames: a reader may briefly find no folder, never a partial one
-            old = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        try:
+            fsync_tree(tmp)
+            if not path.exists():
+                os.rename(tmp, path)
+            elif _exchange(tmp, path):
+                remove(tmp)  # the old output, now at the temporary name
+            else:  # two renames: a reader may briefly find no folder, never a partial one
+                old = staging_path(path, ".old")
+                os.rename(path, old)
+                os.rename(tmp, path)
+                remove(old)
+        except OSError as err:
+            raise output_error(path, err) from err
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        if os.path.lexists(tmp):
+            remove(tmp)
 
 
 def check_input(path: str | os.PathLike, columns: ColumnSpec) -> tuple[Path, str]:
@@ -161,6 +202,7 @@ def forecast_on_ray(
     options: RayOptions,
     batch_size: int = 4096,
     runtime: Runtime = "auto",
+    retry: LoadRetry | None = None,
 ) -> Path:
     """Forecast every series of `input_path` on Ray into the folder `output_path`."""
     ray = _import_ray()
@@ -170,7 +212,7 @@ def forecast_on_ray(
     from forecast.data.validation import validate_long_frame
     from forecast.forecaster import Forecaster
 
-    folder, ref = resolve_model(model_uri)  # fail early, here, if it is not a forecast model
+    folder, ref = resolve_model(model_uri, retry)  # fail early, here, if it is not a forecast model
     columns = Forecaster.load(folder).columns
     names = [columns.id_col, columns.time_col, columns.target_col]
     source, sep = check_input(input_path, columns)
@@ -213,7 +255,13 @@ def forecast_on_ray(
             )
         )
         with atomic_folder(output_path) as tmp:
-            forecasts.write_parquet(str(tmp))
+            try:
+                forecasts.write_parquet(str(tmp))
+            except Exception as err:
+                user = _user_error(err)
+                if user is None:
+                    raise
+                raise user from err
     finally:
         if started_here:
             ray.shutdown()
