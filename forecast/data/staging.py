@@ -186,13 +186,26 @@ def fsync_tree(path: str | os.PathLike) -> None:
     """Flush a written file (or every file of a folder) and its folder to disk before a rename.
 
     A rename is atomic against a crash of the process, but after a power cut the renamed
-    file could be empty unless its data reached the disk first.
+    file could be empty unless its data reached the disk first; with the data flushed, the
+    output is the old one or the complete new one. Folders are flushed where the file system
+    allows it (some refuse fsync on a folder: that costs nothing but the rename's durability).
     """
     path = Path(path)
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    for item in [*files, *([path] if path.is_dir() else []), path.parent]:
-        fd = os.open(item, os.O_RDONLY)
+    folders = [p for p in path.rglob("*") if p.is_dir()] + [path] if path.is_dir() else []
+    for item in files:
+        _fsync(item)
+    for folder in [*folders, path.parent]:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            _fsync(folder)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES, errno.EISDIR):
+                raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
