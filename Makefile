@@ -10,7 +10,7 @@ DEMO_DIR ?= forecasts
 MODEL_NAME ?= forecast-lstm
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast demo backtest promote ui bench-quick clean
+.PHONY: help install lint format test test-fast demo backtest promote ui bench-quick wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -61,5 +61,11 @@ bench-quick: $(STAMP) ## smoke-run the benchmark scripts with a reduced budget
 	$(PY) bench/m4_hourly.py --quick
 	$(PY) bench/etth1.py --quick
 
-clean: ## remove run outputs (keeps .venv and the MLflow store)
-	rm -rf logs outputs multirun $(DEMO_DIR)
+wheel: $(STAMP) ## build dist/forecast-*.tar.gz and the wheel from it, as python -m build does (no build/)
+	rm -f dist/forecast-*
+	$(PY) -c "import sys; from setuptools import build_meta as b; b.build_sdist(sys.argv[1])" dist >/dev/null
+	$(PY) -m pip wheel --no-deps --no-build-isolation -q -w dist dist/forecast-*.tar.gz
+	@ls dist/forecast-*
+
+clean: ## remove run outputs and build folders (keeps .venv and the MLflow store)
+	rm -rf logs outputs multirun $(DEMO_DIR) build dist

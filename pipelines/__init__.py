@@ -1,0 +1,1 @@
+"""pipelines/ is installed as `forecast.pipelines`, the modules the console scripts run (forecast/apps.py)."""
