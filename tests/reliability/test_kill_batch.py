@@ -210,11 +210,15 @@ def kill(run: Run) -> None:
     assert run.proc.returncode == -signal.SIGKILL
 
 
-def wait_for(run: Run, moment: Callable[[], bool], what: str, timeout: float = 240) -> None:
-    """Poll until `moment()` holds; fail if the run ends first."""
+def wait_for(
+    run: Run, moment: Callable[[], bool], what: str, timeout: float = 240, may_end: bool = False
+) -> bool:
+    """Poll until `moment()` holds; fail if the run ends first (return False if `may_end`)."""
     deadline = time.monotonic() + timeout
     while not moment():
         if run.proc.poll() is not None:
+            if may_end and run.proc.returncode == 0:
+                return False
             raise AssertionError(
                 f"the run ended ({run.proc.returncode}) before {what}:\n{run.text()[-3000:]}"
             )
@@ -222,6 +226,7 @@ def wait_for(run: Run, moment: Callable[[], bool], what: str, timeout: float = 2
             kill(run)
             raise AssertionError(f"no {what} within {timeout}s:\n{run.text()[-3000:]}")
         time.sleep(0.002)
+    return True
 
 
 def leftovers(target: Path) -> list[Path]:
@@ -348,16 +353,16 @@ def test_local_engine_survives_kills_at_every_moment(world, tmp_path):
 
     # 5. the footer written (file closed): the instant before the rename, if the poll is quick enough
     run = start(world, out, SLOW, tag="footer")
-    wait_for(run, lambda: footer_written(out, run), "the closed temporary file", timeout=300)
-    kill(run)
+    seen = wait_for(run, lambda: footer_written(out, run), "the closed file", timeout=300, may_end=True)
+    if seen:
+        kill(run)
     if out.read_bytes() == good:
         check_kept(run, "temporary file closed, before the rename")
-    else:  # the rename won the race: the complete new output, nothing left
+    else:  # the rename won the race (or the poll missed the instant): the complete new output
         same_rows(pd.read_parquet(out), world.reference)
         assert leftovers(out) == []
-        record(
-            "local", "temporary file closed, before the rename", "rename won the race: new output complete"
-        )
+        outcome = "rename won the race" if seen else "poll missed the instant, run completed"
+        record("local", "temporary file closed, before the rename", f"{outcome}: new output complete")
         good = out.read_bytes()
 
     # 6. the rename itself: SIGKILL from inside, just before and just after os.replace
