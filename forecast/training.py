@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -33,12 +34,14 @@ from forecast.data.datamodule import SeriesDataModule
 from forecast.data.windows import collate_batch
 from forecast.distributed import hydra_job_argv
 from forecast.engines.onnx import onnx_export_available
+from forecast.errors import TrackingUnavailableError
 from forecast.forecaster import Forecaster, ForecasterSettings
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.module import ForecastModule
 from forecast.plotting import plot_forecasts
 from forecast.stale_runs import claim_run
 from forecast.tracking import log_forecaster, register, use_store
+from forecast.tracking.outage import UNPUBLISHED_DIR, ResilientMLFlowLogger, keep_unpublished
 from forecast.tuning import STATE_TAG, OptunaPruning, parent_run, trial_tags
 from hydra_plugins.forecast_optuna_sweeper import trial_from_config
 
@@ -227,7 +230,39 @@ def fit(cfg: DictConfig) -> FitResult:
         log.warning("optimized metric %s is %s", target, value)
     run_id = getattr(logger, "run_id", None) if logger and rank_zero_only.rank == 0 else None
     pruned = bool(pruning and pruning.pruned)
+    if isinstance(logger, ResilientMLFlowLogger) and not pruned and logger.settle():
+        raise _keep_unpublished(cfg, logger, module, dm, metrics)
     return FitResult(module, dm, trainer, metrics, value, run_id, pruned, config=cfg)
+
+
+def _keep_unpublished(
+    cfg: DictConfig,
+    logger: ResilientMLFlowLogger,
+    module: ForecastModule,
+    dm: SeriesDataModule,
+    metrics: dict[str, float],
+) -> TrackingUnavailableError:
+    """The server was lost mid-run: save the model and the unlogged metrics beside the run's outputs."""
+    out = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
+    folder = Path(out or Path(cfg.paths.log_dir) / f"run-{logger.run_id}") / UNPUBLISHED_DIR
+    split = "test" if dm.test_size else "val"
+    c, shown = dm.columns, dm.ids[:2]
+    history = dm.history(split, ids=shown)
+    example = history.groupby(c.id_col, sort=False).tail(dm.input_size).astype({c.target_col: "float64"})
+    register = None
+    if cfg.get("register") is True:
+        register = {"name": cfg.registry.name, "alias": cfg.registry.alias}
+    params = {k: str(v) for k, v in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()}
+    return keep_unpublished(
+        folder,
+        logger,
+        build_forecaster(module, dm),
+        example.reset_index(drop=True),
+        OmegaConf.to_yaml(cfg, resolve=True),
+        params,
+        {**metrics, **seasonal_naive_metrics(dm, split)},
+        register,
+    )
 
 
 def train(cfg: DictConfig) -> float | None:

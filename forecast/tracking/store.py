@@ -1,11 +1,24 @@
-"""Where MLflow runs and models live: a local SQLite store unless MLFLOW_TRACKING_URI says otherwise."""
+"""Where MLflow runs and models live: a local SQLite store unless MLFLOW_TRACKING_URI says otherwise.
+
+`logger.offline=true` sends a training to `<root>/mlflow-offline.db` (artifacts in
+`<root>/mlartifacts-offline/`) whatever MLFLOW_TRACKING_URI says; `python -m
+forecast.tracking.sync` copies it to a server later (docs/tracking.md).
+"""
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 from pathlib import Path
 
 import mlflow
+
+log = logging.getLogger(__name__)
+
+OFFLINE_DB = "mlflow-offline.db"
+OFFLINE_ARTIFACTS = "mlartifacts-offline"
+OFFLINE_TAG = "forecast.offline_for"  # on runs logged offline: the server they were meant for
 
 
 def tracking_uri(root_dir: str | Path) -> str:
@@ -19,8 +32,22 @@ def tracking_uri(root_dir: str | Path) -> str:
 def artifact_location(uri: str, root_dir: str | Path) -> str | None:
     """Local artifact folder for a local store; None lets a tracking server choose its own."""
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
-        return (Path(root_dir).resolve() / "mlartifacts").as_uri()
+        folder = OFFLINE_ARTIFACTS if uri == offline_uri(root_dir) else "mlartifacts"
+        return (Path(root_dir).resolve() / folder).as_uri()
     return None
+
+
+def offline_uri(root_dir: str | Path) -> str:
+    """The offline store: a SQLite file of its own, so that syncing it copies only offline runs."""
+    return f"sqlite:///{Path(root_dir).resolve() / OFFLINE_DB}"
+
+
+def go_offline(root_dir: str | Path) -> str:
+    """Send this process's tracking (and its subprocesses') to the offline store; return its URI."""
+    uri = offline_uri(root_dir)
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # publish, register and DDP workers follow
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 def use_store(root_dir: str | Path) -> str:
@@ -45,16 +72,52 @@ def mlflow_logger(
     run_name: str | None = None,
     run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    offline: bool = False,
+    request_timeout: float = 30,
+    request_retries: int = 1,
 ):
-    """Lightning's MLFlowLogger on the project's store (local SQLite unless the env says otherwise)."""
-    from lightning.pytorch.loggers import MLFlowLogger
+    """Lightning's MLFlowLogger on the project's store, checked first and tolerant of outages.
+
+    A tracking server is probed at once (seconds, not MLflow's 4 minutes of retries) and then
+    used through `ResilientMLFlowLogger`; `offline` logs to the offline store instead.
+    """
+    from forecast.tracking import outage
 
     uri = tracking_uri(root_dir)
-    return MLFlowLogger(
+    tags = dict(tags or {})
+    if offline:
+        server = uri if outage.is_remote(uri) else None
+        uri = go_offline(root_dir)
+        tags[OFFLINE_TAG] = server or ""
+        _sync_hint_at_exit(uri, server)
+    elif outage.is_remote(uri):
+        outage.check_server(uri, request_timeout, request_retries)
+        outage.apply_process_defaults()
+    return outage.ResilientMLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
         tracking_uri=uri,
         artifact_location=artifact_location(uri, root_dir),
         run_id=run_id,
-        tags=dict(tags or {}),
+        tags=tags,
+        request_timeout=request_timeout,
+        request_retries=request_retries,
     )
+
+
+_hinted: set[str] = set()
+
+
+def _sync_hint_at_exit(uri: str, server: str | None) -> None:
+    """Say, as the process ends, how to copy the offline runs to the server."""
+    from forecast.tracking.outage import SYNC_COMMAND, server_name
+
+    if uri in _hinted:
+        return
+    _hinted.add(uri)
+    db = uri.removeprefix("sqlite:///")
+    dest = server_name(server) if server else "<tracking server URI>"
+    log.info("logging offline to %s", db)
+    hint = f"Logged offline to {db}. Copy its runs to the tracking server when it is up: {SYNC_COMMAND} {db}"
+    hint += f" {dest}"
+    atexit.register(print, hint, flush=True)
