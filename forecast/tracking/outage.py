@@ -455,8 +455,7 @@ def keep_unpublished(
         register=register,
     )
     (folder / "run.json").write_text(json.dumps(asdict(record), indent=1))
-    since = f" from step {logger.failed_step}" if held.metrics else ""
-    missing = [f"{len(held.metrics)} metric values{since}"]
+    missing = [f"{len(held.metrics)} metric values from step {logger.failed_step}"] if held.metrics else []
     if held.params:
         missing.append(f"{len(held.params)} params")
     missing.append("the model")

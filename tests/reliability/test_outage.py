@@ -133,6 +133,55 @@ def test_logger_holds_back_while_the_server_hangs_and_sends_it_when_back(tmp_pat
     assert RETRIES_ENV not in os.environ, "the process's HTTP settings are restored"
 
 
+def test_upload_of_a_kept_model_with_non_finite_scores_fails_the_run(tmp_path, tiny_frame, capsys):
+    """The upload applies the training's rule: scores that are not finite publish nothing."""
+    import torch
+
+    from forecast.data import SeriesDataModule
+    from forecast.models import ForecastModule
+    from forecast.training import build_forecaster
+
+    store_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = MlflowClient(store_uri)
+    experiment = store.create_experiment("outage", artifact_location=(tmp_path / "art").as_uri())
+    run_id = store.create_run(experiment).info.run_id
+    logger = ResilientMLFlowLogger(experiment_name="outage", tracking_uri=f"http://127.0.0.1:{free_port()}")
+    logger._run_id, logger._experiment_id, logger.failure = run_id, experiment, "connection refused"
+    logger._hold_metric("val/loss", 0.5, 3, 1_700_000_000_000)
+    logger.held.params["lr"] = "0.1"
+    torch.manual_seed(0)
+    dm = SeriesDataModule(frame=tiny_frame, freq="h", input_size=24, horizon=6)
+    dm.setup()
+    net = ForecastModule(input_size=24, horizon=6, hidden_size=8, head_hidden=8, segment_len=4)
+    error = outage.keep_unpublished(
+        tmp_path / "unpublished",
+        logger,
+        build_forecaster(net, dm),
+        tiny_frame.groupby("unique_id").tail(24).reset_index(drop=True),
+        "export: []\n",
+        {"model/lr": "0.1"},
+        {"val/loss": 0.5, "test/mae": float("nan")},
+        {"name": "broken", "alias": "champion"},
+    )
+    assert error.exit_code == 6
+    assert (
+        f"run {run_id} lacks 1 metric values from step 3, 1 params, the model, its registration as "
+        in str(error)
+    )
+
+    code, _, err = _sync([str(tmp_path / "unpublished"), store_uri], capsys)
+    assert code == 8, err
+    assert err.startswith("error: the kept model's scores are not finite (test/mae)")
+    run = store.get_run(run_id)
+    assert run.info.status == "FAILED" and "not finite" in run.data.tags["error"]
+    assert [m.step for m in store.get_metric_history(run_id, "val/loss")] == [3], (
+        "what was held is still sent"
+    )
+    assert run.data.params == {"lr": "0.1", "model/lr": "0.1"}
+    assert not store.search_registered_models(), "nothing is registered"
+    assert not (tmp_path / "unpublished" / sync.UPLOADED_FILE).exists()
+
+
 @pytest.mark.slow
 def test_training_with_the_server_down_fails_within_30_s(tmp_path, subprocess_env):
     HISTORY.to_parquet(tmp_path / "history.parquet")
