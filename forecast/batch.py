@@ -301,7 +301,7 @@ def run_batch_forecast(
     `retry` says how model loading rides out a tracking server outage.
     """
     if engine not in ("local", "ray"):
-        raise ValueError(f"unknown engine {engine!r}; use local or ray")
+        raise ConfigError(f"unknown engine {engine!r}; use local or ray")
     use_store(root_dir)
     started = time.perf_counter()
     prepare_output(output_path, folder=engine == "ray")

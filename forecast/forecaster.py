@@ -25,7 +25,7 @@ from forecast.data.validation import (
     _examples,
     validate_long_frame,
 )
-from forecast.errors import NonFiniteError
+from forecast.errors import ConfigError, NonFiniteError
 from forecast.models.registry import build_net
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class Forecaster:
         formats = self.export if export is None else tuple(export)
         unknown = set(formats) - {"onnx"}
         if unknown:
-            raise ValueError(f"unknown export format(s) {sorted(unknown)}; the only one is 'onnx'")
+            raise ConfigError(f"unknown export format(s) {sorted(unknown)}; the only one is 'onnx'")
         if "onnx" in formats:
             from forecast.engines.onnx import export_onnx
 
@@ -253,7 +253,7 @@ class Forecaster:
     def use_runtime(self, runtime: Runtime, path: str | Path | None = None) -> str:
         """Switch what runs the network (see the class docstring); returns the one chosen."""
         if runtime not in ("auto", "torch", "onnx"):
-            raise ValueError(f"unknown runtime {runtime!r}; use auto, torch or onnx")
+            raise ConfigError(f"unknown runtime {runtime!r}; use auto, torch or onnx")
         onnx_file = Path(path) / ONNX if path is not None else None
         has_copy = onnx_file is not None and onnx_file.is_file()
         if runtime == "onnx" and not has_copy:

@@ -21,6 +21,7 @@ MissingPolicy = Literal["error", "mask"]
 EmptyPolicy = Literal["error", "drop"]  # series with no observed target (data.empty_series)
 
 _EXAMPLES = 5  # how many offending ids / rows an error message shows
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,14 @@ class ValidatedFrame:
     dropped_ids: tuple
 
 
+def _plain(value):
+    """A numpy scalar as the Python value it holds: messages name id 5 or row 3, not np.int64(5)."""
+    return value.item() if isinstance(value, np.number | np.str_ | np.bool_) else value
+
+
 def _examples(values) -> str:
     values = list(values)
-    shown = ", ".join(repr(v) for v in values[:_EXAMPLES])
+    shown = ", ".join(repr(_plain(v)) for v in values[:_EXAMPLES])
     more = f" (and {len(values) - _EXAMPLES} more)" if len(values) > _EXAMPLES else ""
     return shown + more
 
@@ -74,6 +80,20 @@ def _coerce_target(df: pd.DataFrame, cols: ColumnSpec) -> pd.Series:
                 f"{len(bad)} value(s) are not numbers, e.g. {rows}"
             )
         y = parsed
+    y64 = y.astype("float64")
+    # inf, and values beyond float32's range (1e39 -> inf once stored), would train a model
+    # whose metrics are inf or NaN and publish it: refuse them here, naming the rows.
+    bad = ~np.isfinite(y64) & y64.notna()
+    big = y64.abs() > _FLOAT32_MAX
+    if bad.any() or big.any():
+        rows = df.loc[(bad | big).to_numpy(), [cols.id_col, cols.time_col, cols.target_col]]
+        series = pd.unique(rows[cols.id_col])
+        raise DataValidationError(
+            f"target column {cols.target_col!r} has {len(rows)} infinite or out-of-range value(s) "
+            f"(beyond +-{_FLOAT32_MAX:.1e}) in {len(series)} series ({_examples(series)}), e.g. "
+            f"{rows.head(_EXAMPLES).to_dict('records')}; replace them with NaN (and "
+            "data.missing=mask) or fix the source"
+        )
     return y.astype("float32")
 
 
@@ -90,7 +110,25 @@ def _coerce_time(df: pd.DataFrame, cols: ColumnSpec) -> pd.Series:
         return ds.astype("int64")
     if pd.api.types.is_float_dtype(ds) and np.all(np.mod(ds.dropna(), 1) == 0) and ds.notna().all():
         return ds.astype("int64")
-    parsed = pd.to_datetime(ds, errors="coerce", format="mixed")
+    if ds.dtype == object and len(ds) and isinstance(ds.iloc[0], pd.Timestamp):  # cheap: no scan of strings
+        zones = {str(getattr(v, "tz", None)) for v in ds if isinstance(v, pd.Timestamp)}
+        if len(zones) > 1:
+            raise DataValidationError(
+                f"time column {cols.time_col!r} mixes time zones ({', '.join(sorted(zones))}); "
+                "convert every time stamp to one zone (or to naive UTC) first"
+            )
+    try:
+        parsed = pd.to_datetime(ds, errors="coerce", format="mixed")
+    except (ValueError, TypeError) as err:  # pandas refuses mixed UTC offsets outright
+        raise DataValidationError(
+            f"time column {cols.time_col!r} mixes time zones or UTC offsets ({str(err).splitlines()[0]}); "
+            "convert every time stamp to one zone (or to naive UTC) first"
+        ) from err
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        raise DataValidationError(
+            f"time column {cols.time_col!r} holds time stamps with a time zone or UTC offset "
+            f"({parsed.dt.tz}); convert them to naive UTC or local time first"
+        )
     bad = df.loc[parsed.isna(), [cols.id_col, cols.time_col]]
     if len(bad):
         raise DataValidationError(
@@ -149,6 +187,7 @@ def _ticks(ds: pd.Series) -> np.ndarray:
 
 def _check_regular(frame: pd.DataFrame, cols: ColumnSpec, freq: str | int, breaks: np.ndarray) -> None:
     ds = frame[cols.time_col]
+    off_grid = np.zeros(0, dtype=np.int64)  # rows off a calendar frequency's grid
     if isinstance(freq, int):
         ok = np.diff(ds.to_numpy()) == freq
     else:
@@ -161,6 +200,10 @@ def _check_regular(frame: pd.DataFrame, cols: ColumnSpec, freq: str | int, break
             # Shifting every timestamp by one period works for calendar offsets (month ends,
             # weeks), where a fixed timedelta would not.
             ok = (index[:-1] + offset).to_numpy() == index[1:].to_numpy()
+            # A shift rolls a stamp onto the grid (a Monday + W-SUN is the next Sunday), so the
+            # first stamp of a series, which no shift reaches, must be on the grid itself.
+            firsts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
+            off_grid = firsts[(index[firsts] + offset - offset).to_numpy() != index[firsts].to_numpy()]
     bad = np.flatnonzero(~breaks & ~ok)
     if len(bad):
         first = bad[0]
@@ -168,9 +211,18 @@ def _check_regular(frame: pd.DataFrame, cols: ColumnSpec, freq: str | int, break
         bad_ids = pd.unique(ids.iloc[bad])
         raise DataValidationError(
             f"series are not regular at frequency {freq!r}: {len(bad_ids)} series have gaps or "
-            f"off-grid steps ({_examples(bad_ids)}); first at id {ids[first]!r} between "
+            f"off-grid steps ({_examples(bad_ids)}); first at id {_plain(ids[first])!r} between "
             f"{ds.iloc[first]} and {ds.iloc[first + 1]}. Fill missing steps with NaN targets "
             "(and data.missing=mask) or set data.freq to the right frequency."
+        )
+    if len(off_grid):
+        ids = frame[cols.id_col]
+        bad_ids = pd.unique(ids.iloc[off_grid])
+        raise DataValidationError(
+            f"series are not regular at frequency {freq!r}: {len(bad_ids)} series have gaps or "
+            f"off-grid steps ({_examples(bad_ids)}); first at id {_plain(ids[off_grid[0]])!r}: "
+            f"{ds.iloc[off_grid[0]]} is not on the grid of {freq!r}. Fix the time stamps or set "
+            "data.freq to the right frequency."
         )
 
 

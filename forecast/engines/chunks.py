@@ -63,6 +63,8 @@ def fast_block(table: pa.Table, forecaster: Forecaster) -> SeriesBlock | None:
     values = target.to_numpy().astype(np.float32, copy=False)
     if s.missing != "mask" and np.isnan(values).any():
         return None
+    if np.isinf(values).any():  # inf, or beyond float32's range: validate_long_frame names the rows
+        return None
     return SeriesBlock(ids=run_ids, starts=starts, ends=ends, values=values, last_time=stamps[ends - 1])
 
 

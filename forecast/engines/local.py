@@ -42,7 +42,7 @@ from forecast.data.io import (
 from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_stale
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import chunk_block
-from forecast.errors import NonFiniteError
+from forecast.errors import ConfigError, NonFiniteError
 from forecast.forecaster import Forecaster, ScaledWindows, log_padded
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,9 @@ def read_batches(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) 
             tables = (pa.Table.from_pandas(f[names], preserve_index=False) for f in frames)
         for table in tables:
             rows += table.num_rows
+            at = table.schema.get_field_index(columns.id_col)
+            if pa.types.is_null(table.schema.field(at).type):  # ids all empty: Arrow has no kernels
+                table = table.set_column(at, columns.id_col, table.column(at).cast(pa.string()))
             yield table
     if rows == 0:
         raise no_rows(path, available)
@@ -129,7 +132,11 @@ def read_batches(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) 
 def read_sorted(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) -> Iterator[pa.Table]:
     """The whole input sorted by id (stable), in slices: for input that is not grouped."""
     table = pa.concat_tables(read_batches(path, columns, chunk_rows))
-    table = table.take(pc.sort_indices(table, sort_keys=[(columns.id_col, "ascending")]))
+    order = pc.sort_indices(table, sort_keys=[(columns.id_col, "ascending")])  # empty ids last
+    # Empty ids first instead: their chunk is validated first and refused as such, not as a gap
+    # in the series they were cut from.
+    empty = table.column(columns.id_col).null_count
+    table = table.take(pa.concat_arrays([order[len(order) - empty :], order[: len(order) - empty]]))
     for start in range(0, table.num_rows, chunk_rows):
         yield table.slice(start, chunk_rows)
 
@@ -254,7 +261,7 @@ class Progress:
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"
         if mode not in ("bar", "log", "none"):
-            raise ValueError(f"unknown progress mode {mode!r}; use auto, bar, log or none")
+            raise ConfigError(f"unknown progress mode {mode!r}; use auto, bar, log or none")
         self.mode, self.total_rows, self.every_s = mode, total_rows, every_s
         self.series = self.rows = 0
         self.started = self._last = time.perf_counter()
@@ -318,7 +325,7 @@ def forecast_file(
 ) -> StreamSummary:
     """Forecast every series of `input_path` into the Parquet file `output_path`, streamed."""
     if chunk_rows < 1 or batch_size < 1:
-        raise ValueError(f"chunk_rows and batch_size must be >= 1, got {chunk_rows} and {batch_size}")
+        raise ConfigError(f"chunk_rows and batch_size must be >= 1, got {chunk_rows} and {batch_size}")
     c = forecaster.columns
     args = (forecaster, output_path, metadata, input_rows(input_path), batch_size, progress)
     try:

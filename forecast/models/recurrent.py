@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from forecast.errors import ConfigError
 from forecast.models.heads import MLPHead
 
 Cell = Literal["lstm", "gru"]
@@ -60,19 +61,19 @@ class RecurrentForecaster(nn.Module):
     ) -> None:
         super().__init__()
         if decoder not in ("mlp", "segments"):
-            raise ValueError(f"unknown decoder {decoder!r}; use mlp or segments")
+            raise ConfigError(f"unknown decoder {decoder!r}; use mlp or segments")
         if decoder == "segments" and bidirectional:
-            raise ValueError(
+            raise ConfigError(
                 "decoder=segments continues the encoder's state forward: use bidirectional=false"
             )
         if cell not in _CELLS:
-            raise ValueError(f"unknown cell {cell!r}; use one of {sorted(_CELLS)}")
+            raise ConfigError(f"unknown cell {cell!r}; use one of {sorted(_CELLS)}")
         if segment_len < 1:
-            raise ValueError(f"segment_len must be >= 1, got {segment_len}")
+            raise ConfigError(f"segment_len must be >= 1, got {segment_len}")
         if cycle_len < 0 or n_series < 0:
-            raise ValueError(f"cycle_len and n_series must be >= 0, got {cycle_len}, {n_series}")
+            raise ConfigError(f"cycle_len and n_series must be >= 0, got {cycle_len}, {n_series}")
         if window_norm not in (True, False, "revin", "last"):
-            raise ValueError(f"window_norm must be true, false, 'revin' or 'last', got {window_norm!r}")
+            raise ConfigError(f"window_norm must be true, false, 'revin' or 'last', got {window_norm!r}")
         self.input_size, self.horizon = input_size, horizon
         self.window_norm = "revin" if window_norm is True else window_norm or None
         self.segment_len = segment_len
@@ -113,7 +114,7 @@ class RecurrentForecaster(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The learned cycle over the input (B, L) and the horizon (B, H) of every window."""
         if step is None:
-            raise ValueError(
+            raise ConfigError(
                 "this model learns a cycle (cycle_len > 0): pass `step`, the absolute step "
                 "number of each window's first forecast step"
             )
