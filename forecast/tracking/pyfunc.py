@@ -13,13 +13,41 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
-from mlflow.types.schema import AnyType, ColSpec, Schema
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from forecast import __version__
+from forecast.cli import one_line
+from forecast.errors import ForecastError
 from forecast.forecaster import Forecaster
 
 ARTIFACT_NAME = "model"
+
+
+class ModelInputError(MlflowException, ForecastError):
+    """A forecast error as MLflow reports it: the model's one-line message, HTTP 400.
+
+    MLflow's scoring server answers any other exception with a generic "unexpected error"
+    and a stack trace, and rewrites an MlflowException's message to "Failed to predict data
+    '<the whole input frame>'. Error: ..."; this one keeps its own message (the setter ignores
+    the rewrite), so `mlflow models serve` clients read what the data contract says. In Python
+    it is also a ForecastError, with the original error as its cause.
+    """
+
+    def __init__(self, err: ForecastError):
+        self._own = one_line(err)
+        super().__init__(self._own, error_code=INVALID_PARAMETER_VALUE)
+        self.exit_code = err.exit_code
+
+    @property
+    def message(self) -> str:
+        return self._own
+
+    @message.setter
+    def message(self, value: str) -> None:  # the scoring server's rewrite: keep ours
+        pass
 
 
 class ForecastPyfunc:
@@ -30,7 +58,10 @@ class ForecastPyfunc:
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         batch_size = int((params or {}).get("batch_size", 4096))
-        return self.forecaster.predict(model_input, batch_size=batch_size)
+        try:
+            return self.forecaster.predict(model_input, batch_size=batch_size)
+        except ForecastError as err:
+            raise ModelInputError(err) from err
 
 
 def _load_pyfunc(data_path: str) -> ForecastPyfunc:
@@ -48,7 +79,8 @@ def _requirements() -> list[str]:
         f"pandas=={pd.__version__}",
         f"safetensors=={safetensors.__version__}",
         f"mlflow=={mlflow.__version__}",
-        "forecast",
+        # The version that trained the model: its files are read by this version's loader.
+        f"forecast=={__version__}",
     ]
 
 
@@ -61,13 +93,15 @@ def log_forecaster(
     """Log the model to the active run as a pyfunc with a signature and an input example."""
     output_example = forecaster.predict(input_example)
     signature = infer_signature(input_example, output_example, params={"batch_size": 4096})
-    # The input columns are typed `Any`: MLflow's own schema check would otherwise reject text
-    # time stamps (CSV, JSON), integer ids or a bad value with a generic "Failed to enforce
-    # schema" (or "missing inputs") before the data contract's validation (`Forecaster.validate`) can name the
-    # problem, the column and the rows. The signature still lists the columns it reads.
-    signature.inputs = Schema(
-        [ColSpec(AnyType(), str(name), required=False) for name in input_example.columns]
-    )
+    # No input schema: MLflow checks inputs against it before the data contract's validation
+    # (`Forecaster.validate`) can name the problem, the column and the rows, rejecting text
+    # time stamps from CSV or JSON ("Can not safely convert str to datetime64"), integer ids or
+    # a single bad value with a generic "Failed to enforce schema"; and a schema of `Any` columns
+    # breaks `mlflow models serve` for text/csv (its CSV parser needs concrete types). The
+    # columns the model reads are listed in the MLmodel file's metadata instead.
+    signature.inputs = None
+    c = forecaster.columns
+    columns = {"id": c.id_col, "time": c.time_col, "target": c.target_col}
     with tempfile.TemporaryDirectory() as tmp:
         data = forecaster.save(Path(tmp) / "forecaster")
         for name, text in (extra_files or {}).items():
@@ -77,6 +111,7 @@ def log_forecaster(
             loader_module=__name__,
             data_path=str(data),
             signature=signature,
+            metadata={"input_columns": columns, "horizon": forecaster.settings.horizon},
             input_example=input_example,
             pip_requirements=_requirements(),
             registered_model_name=registered_model_name,

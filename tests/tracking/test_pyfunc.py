@@ -35,9 +35,16 @@ def test_model_files_are_plain_and_signature_is_long_table(logged_model):
     files = {p.split("/")[-1] for p in _walk(local)}
     assert {"weights.safetensors", "scaler.parquet", "model.json", "MLmodel"} <= files
     assert not any(f.endswith((".pkl", ".pickle")) for f in files)
-    inputs = [c.name for c in info.signature.inputs.inputs]
     outputs = [c.name for c in info.signature.outputs.inputs]
-    assert inputs == ["unique_id", "ds", "y"] and outputs == ["unique_id", "ds", "y_hat"]
+    assert outputs == ["unique_id", "ds", "y_hat"]
+    # No input schema (MLflow's check would pre-empt the data contract's messages and break
+    # text/csv serving); the columns the model reads are in the MLmodel metadata.
+    assert info.signature.inputs is None
+    assert info.metadata["input_columns"] == {"id": "unique_id", "time": "ds", "target": "y"}
+    from forecast import __version__
+
+    requirements = open(os.path.join(local, "requirements.txt")).read().split()
+    assert f"forecast=={__version__}" in requirements
 
 
 def test_fresh_process_gives_the_same_forecasts(logged_model, tiny_frame, tmp_path, isolated_mlflow):
