@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -93,6 +94,7 @@ class SeriesDataModule(L.LightningDataModule):
         scaler: ScalerKind = "standard",
         missing: MissingPolicy = "error",
         empty_series: EmptyPolicy = "error",
+        padded_windows: Literal["short", "all"] = "short",
         train_stride: int = 1,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
@@ -124,6 +126,9 @@ class SeriesDataModule(L.LightningDataModule):
         if empty_series not in ("error", "drop"):
             raise ConfigError(f"data.empty_series must be 'error' or 'drop', got {empty_series!r}")
         self.empty_series = empty_series
+        if padded_windows not in ("short", "all"):
+            raise ConfigError(f"data.padded_windows must be 'short' or 'all', got {padded_windows!r}")
+        self.padded_windows = padded_windows
         self.train_stride = train_stride
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -201,10 +206,14 @@ class SeriesDataModule(L.LightningDataModule):
         # step (first target 1 .. T - H of its T training steps), the rest of the input padded
         # and masked: these are the only examples of forecasting from a short history, which is
         # what the forecast of a young series does, and with fewer than L of them a short series
-        # still weighs less than a long one.
+        # still weighs less than a long one. padded_windows=all gives every series those start
+        # windows (its first L - 1 targets from a padded input, as neuralforecast trains): the
+        # net then learns short inputs of every length, which the forecast of a series shorter
+        # than L needs when the short series themselves are too short to teach it.
         full = val_start >= L + H
+        start_at_one = ~full if self.padded_windows == "short" else np.ones_like(full)
         splits = {
-            "train": (np.where(full, L, 1), val_start, self.train_stride),
+            "train": (np.where(start_at_one, 1, L), val_start, self.train_stride),
             "val": (val_start, test_start, 1),
             "test": (test_start, n, 1),
         }

@@ -42,6 +42,19 @@ def test_m4_hourly_quick():
 
 
 @pytest.mark.slow
+def test_short_series_quick():
+    lines = _run("short_series.py", needs="m4-hourly/Hourly-train.csv")
+    assert {(line["group"], line["split"], line["model"]) for line in lines} == {
+        (g, s, m) for g in ("padded", "untouched") for s in ("val", "test") for m in ("lstm", "snaive")
+    }
+    padded = [line for line in lines if line["group"] == "padded"]
+    assert {line["series"] for line in padded} == {138} and {line["observed"] for line in padded} == {52, 100}
+    for line in lines:
+        assert set(line["metrics"]) == {"smape", "mase"}
+        assert 0 < line["metrics"]["smape"] < 200 and 0 < line["metrics"]["mase"] < 100
+
+
+@pytest.mark.slow
 def test_etth1_quick():
     lines = _run("etth1.py", "--setting", "univariate", needs="ett/ETTh1.csv")
     assert {line["model"] for line in lines} == {"naive", "snaive", "lstm"}

@@ -136,6 +136,26 @@ def test_windows_of_long_series_are_unchanged():
     assert len(long_only.datasets["train"]) == 3 * (LONG - 2 * H - L - H + 1)
 
 
+def test_padded_windows_all_adds_every_series_start_windows():
+    frame = mixed_frame()
+    default, every = datamodule(frame), datamodule(frame, padded_windows="all")
+    series, first = window_positions(every, "train")
+    ref_series, ref_first = window_positions(default, "train")
+    for k in range(len(every.ids)):
+        # Every series now trains from its first target on: 1 .. T - H.
+        assert first[series == k].tolist() == list(range(1, every.val_start[k] - H + 1))
+    # The windows of the default are all still there; the added ones are the padded starts.
+    windows = set(zip(series.tolist(), first.tolist(), strict=True))
+    before = set(zip(ref_series.tolist(), ref_first.tolist(), strict=True))
+    added = windows - before
+    assert before <= windows and len(added) == 3 * (L - 1)  # the 3 long series' first L - 1 targets
+    assert {p for _, p in added} == set(range(1, L))
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(every.datasets[split].starts, default.datasets[split].starts)
+    with pytest.raises(ConfigError, match="data.padded_windows must be 'short' or 'all'"):
+        SeriesDataModule(frame=frame, input_size=L, horizon=H, padded_windows="some")
+
+
 def test_series_too_short_for_a_training_window_are_left_out_with_a_count(caplog):
     with caplog.at_level(logging.WARNING, logger="forecast.data.datamodule"):
         dm = datamodule(mixed_frame())
