@@ -52,3 +52,32 @@ def step_index(times: np.ndarray | pd.Series, freq: str | int) -> np.ndarray:
             "(h, D, 15min, ...) or a week, month, quarter or year frequency, or set model.cycle_len=0"
         ) from err
     return periods.asi8.astype(np.int64) // max(offset.n, 1)
+
+
+# Seasonal period per calendar frequency (pandas rule codes without their anchor).
+_SEASONS = {"W": 52, "M": 12, "MS": 12, "ME": 12, "BM": 12, "BMS": 12, "BME": 12, "SM": 24, "SMS": 24,
+            "Q": 4, "QS": 4, "QE": 4, "BQ": 4, "BQS": 4, "BQE": 4, "Y": 1, "YS": 1, "YE": 1, "A": 1, "AS": 1,
+            "B": 5, "C": 5}  # fmt: skip
+
+
+def season_length_for(freq: str | int | None) -> int:
+    """The seasonal period a frequency implies: a day of sub-daily steps (hourly 24, 15min 96,
+    down to minutes), a week of days (7; business days 5), a year of weeks (52), months (12) or
+    quarters (4); 1 for years, seconds, integer steps and steps that divide none of these.
+
+    MASE and the seasonal-naive baseline use it when `data.season_length` is not set: with 1 the
+    "seasonal" naive of hourly data would be the plain last value.
+    """
+    if freq is None or isinstance(freq, int):
+        return 1
+    offset = pd.tseries.frequencies.to_offset(freq)
+    step_ns = fixed_step(freq)
+    day_ns = 86_400 * 10**9
+    if step_ns and step_ns < day_ns:  # a day of steps, down to minutes (1440); finer: none
+        return day_ns // step_ns if day_ns % step_ns == 0 and step_ns >= 60 * 10**9 else 1
+    if step_ns and step_ns % day_ns == 0:  # whole days: a week of them, when they divide it
+        days = step_ns // day_ns
+        return 7 // days if 7 % days == 0 and days < 7 else (52 if days == 7 else 1)
+    code = offset.rule_code.split("-")[0]
+    season = _SEASONS.get(code, 1)
+    return max(season // max(offset.n, 1), 1) if season % max(offset.n, 1) == 0 else 1

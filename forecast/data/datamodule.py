@@ -13,7 +13,7 @@ import pyarrow as pa
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from forecast.data.calendar import fixed_step, step_index
+from forecast.data.calendar import fixed_step, season_length_for, step_index
 from forecast.data.io import read_table
 from forecast.data.scaling import ScalerKind, SeriesScaler, segment_stats
 from forecast.data.validation import (
@@ -31,7 +31,7 @@ from forecast.data.windows import (
     window_starts,
 )
 from forecast.datasets import load_dataset
-from forecast.errors import ConfigError, DataValidationError
+from forecast.errors import ConfigError, DataValidationError, require_int
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class SeriesDataModule(L.LightningDataModule):
         horizon: int = 24,
         val_size: int | None = None,
         test_size: int | None = None,
-        season_length: int = 1,
+        season_length: int | None = None,
         scaler: ScalerKind = "standard",
         missing: MissingPolicy = "error",
         empty_series: EmptyPolicy = "error",
@@ -103,9 +103,20 @@ class SeriesDataModule(L.LightningDataModule):
         super().__init__()
         sources = [s for s in (path, dataset, frame) if s is not None]
         if len(sources) != 1:
-            raise ValueError("give exactly one of data.path, data.dataset or a frame")
-        if input_size < 1 or horizon < 1:
-            raise ValueError(f"input_size and horizon must be >= 1, got {input_size}, {horizon}")
+            raise ConfigError("give exactly one of data.path, data.dataset or a frame")
+        input_size, horizon = require_int("data.input_size", input_size), require_int("data.horizon", horizon)
+        val_size = None if val_size is None else require_int("data.val_size", val_size)
+        test_size = None if test_size is None else require_int("data.test_size", test_size, minimum=0)
+        # null: the frequency's own period (hourly 24, daily 7, ...), known after setup()
+        season_length = None if season_length is None else require_int("data.season_length", season_length)
+        train_stride = require_int("data.train_stride", train_stride)
+        batch_size = require_int("data.batch_size", batch_size)
+        eval_batch_size = require_int("data.eval_batch_size", eval_batch_size)
+        num_workers = require_int("data.num_workers", num_workers, minimum=0)
+        if scaler not in ("standard", "robust", "minmax", "none"):
+            raise ConfigError(f"data.scaler must be standard, robust, minmax or none, got {scaler!r}")
+        if missing not in ("error", "mask"):
+            raise ConfigError(f"data.missing must be 'error' or 'mask', got {missing!r}")
         self.save_hyperparameters(ignore=["frame"], logger=False)
         self.source = path or dataset
         self._frame = frame
@@ -116,8 +127,8 @@ class SeriesDataModule(L.LightningDataModule):
         self.val_size = horizon if val_size is None else val_size
         self.test_size = horizon if test_size is None else test_size
         if self.val_size < horizon or (self.test_size and self.test_size < horizon):
-            raise ValueError(
-                f"val_size must be at least the horizon ({horizon}), and test_size too unless 0 "
+            raise ConfigError(
+                f"data.val_size must be at least data.horizon ({horizon}), and test_size too unless 0 "
                 f"(no test split); got {self.val_size} and {self.test_size}"
             )
         self.season_length = season_length
@@ -169,6 +180,11 @@ class SeriesDataModule(L.LightningDataModule):
         # `history()` rebuilds what it needs from these.
         frame, c = validated.frame, self.columns
         self.data_freq = validated.freq
+        if self.season_length is None:
+            self.season_length = season_length_for(self.data_freq)
+            log.info(
+                "data.season_length not set: %d from the frequency %r", self.season_length, self.data_freq
+            )
         # Series boundaries from the sorted id column, without a groupby over every row.
         starts = np.concatenate([[0], np.flatnonzero(series_breaks(frame[c.id_col])) + 1])
         n = np.diff(np.append(starts, len(frame)))
