@@ -14,6 +14,7 @@ import hashlib
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pandas as pd
 from forecast.data.io import read_table, write_parquet_atomic
 from forecast.errors import ConfigError, DataValidationError, require_int
 from forecast.forecaster import Forecaster, Runtime, SeriesBlock, check_finite
+from forecast.intervals import ConformalIntervals, calibrate, check_levels, interval_scores
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,9 @@ CONFIG_FILE = "config.yaml"  # the training config logged beside the model's fil
 class BacktestResult:
     """The forecasts of every window and their scores, beside the seasonal-naive baseline."""
 
-    table: pd.DataFrame  # unique_id, cutoff, ds, y, y_hat (or y_hat_qNN ...), one row per step
-    metrics: dict[str, float]  # overall: mae, rmse, smape, mase, [pinball, coverage], snaive_*
+    table: pd.DataFrame  # unique_id, cutoff, ds, y, y_hat (or y_hat_qNN ...), [y_hat_lo_80 ...]
+    # overall: mae, rmse, smape, mase, [pinball, coverage], [coverage_80, width_80 ...], snaive_*
+    metrics: dict[str, float]
     by_window: pd.DataFrame  # one row per window (0 = oldest cutoff): the same metrics
     by_step: pd.DataFrame  # one row per horizon step (1..H): the same metrics
     n_series: int
@@ -46,6 +49,7 @@ class BacktestResult:
     season_length: int
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    calibrated: ConformalIntervals | None = None  # conformal quantiles of these windows' errors
 
 
 def check_refit(refit: str | None) -> None:
@@ -64,7 +68,17 @@ def model_season_length(folder: str | Path) -> int | None:
         return None
     from omegaconf import OmegaConf
 
-    value = OmegaConf.select(OmegaConf.load(path), "data.season_length", default=None)
+    config = OmegaConf.load(path)
+    value = OmegaConf.select(config, "data.season_length", default=None)
+    if value is None and OmegaConf.select(config, "data", default=None) is not None:
+        # Not set in training: the data module took the frequency's own period, as here.
+        import json
+
+        from forecast.data.calendar import season_length_for
+
+        settings = Path(folder) / "model.json"
+        if settings.is_file():
+            return season_length_for(json.loads(settings.read_text()).get("freq"))
     return int(value) if value is not None else None
 
 
@@ -79,6 +93,15 @@ def resolve_season_length(option: int | str | None, model_folder: str | Path | N
             "set season_length=N (24 for hourly data with a daily cycle, 1 for none)"
         )
     return max(int(known), 1)
+
+
+def levels_to_calibrate(calibrate: object, levels: Sequence[int]) -> list[int]:
+    """The levels to calibrate from a backtest: `levels` when `calibrate` is true, none when false."""
+    if not isinstance(calibrate, bool):
+        raise ConfigError(
+            f"calibrate must be true or false, got {calibrate!r} (levels go in intervals=[80,95])"
+        )
+    return check_levels(levels) if calibrate else []
 
 
 def data_digest(path: str | Path) -> str:
@@ -130,11 +153,13 @@ def _group_scores(
     n_groups: int,
     quantiles: list[float] | None = None,
     qpred: np.ndarray | None = None,
+    cells: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """MAE, RMSE, sMAPE, MASE (and pinball, coverage) per group of cells, all cells at once.
 
-    `y`, `point`, `mask`, `groups`: (W, H); `scale`: (W,); `qpred`: (W, H, Q). Means are over
-    the cells in `mask` (observed target, baseline defined), as the training metrics weigh them.
+    `y`, `point`, `mask`, `groups`: (W, H); `scale`: (W,); `qpred`: (W, H, Q); `cells`: more
+    (W, H) per-cell scores to average (interval coverage and width). Means are over the cells
+    in `mask` (observed target, baseline defined), as the training metrics weigh them.
     """
     g = groups.ravel()
     w = mask.astype(np.float64)
@@ -164,16 +189,9 @@ def _group_scores(
         out["pinball"] = mean(np.maximum(q * diff, (q - 1.0) * diff).mean(axis=-1))
         inside = (qpred[..., 0] <= y) & (y <= qpred[..., -1])
         out["coverage"] = mean(inside.astype(np.float64))
+    for name, values in (cells or {}).items():
+        out[name] = mean(values)
     return out
-
-
-def _point_index(quantiles: list[float]) -> int:
-    """Which output is the point forecast: the only one, the median, or the middle quantile."""
-    if not quantiles:
-        return 0
-    if 0.5 in quantiles:
-        return quantiles.index(0.5)
-    return len(quantiles) // 2
 
 
 def backtest_frame(
@@ -183,14 +201,20 @@ def backtest_frame(
     step: int | None = None,
     season_length: int = 1,
     batch_size: int = 4096,
+    calibrate_levels: Sequence[int] = (),
 ) -> BacktestResult:
-    """Rolling-origin forecasts of every series at `n_windows` cutoffs `step` apart, scored."""
+    """Rolling-origin forecasts of every series at `n_windows` cutoffs `step` apart, scored.
+
+    A model with intervals also gets their coverage and width per level; `calibrate_levels`
+    computes conformal quantiles from these windows' errors (`BacktestResult.calibrated`).
+    """
     started = time.perf_counter()
     s = forecaster.settings
     H = s.horizon
     n_windows = require_int("n_windows", n_windows)
     step = H if step is None else require_int("step", step)
     m = require_int("season_length", season_length)
+    calibrate_levels = check_levels(calibrate_levels)
     c = forecaster.columns
     frame = forecaster.validate(history).frame
     block = SeriesBlock.from_frame(frame, c)
@@ -233,15 +257,18 @@ def backtest_frame(
     mask = np.isfinite(y) & np.isfinite(snaive)
 
     quantiles = list(s.quantiles)
-    point = preds[:, :, _point_index(quantiles)].astype(np.float64)
+    point = preds[:, :, s.point_index].astype(np.float64)
     qpred = np.sort(preds.astype(np.float64), axis=-1) if quantiles else None
+    intervals = forecaster.intervals
+    bounds = intervals.bounds(point, scaled.scale) if intervals is not None else {}
+    cells = interval_scores(y, bounds, intervals.levels) if intervals is not None else {}
     steps = np.broadcast_to(np.arange(H), (len(end), H))
     windows = np.broadcast_to(window[:, None], (len(end), H))
     overall = np.zeros((len(end), H), dtype=np.int64)
     groupings = {"overall": (overall, 1), "step": (steps, H), "window": (windows, n_windows)}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for name, (groups, n) in groupings.items():
-        model = _group_scores(y, point, scale, mask, groups, n, quantiles, qpred)
+        model = _group_scores(y, point, scale, mask, groups, n, quantiles, qpred, cells)
         base = _group_scores(y, snaive, scale, mask, groups, n)
         scores[name] = {**model, **{f"snaive_{k}": v for k, v in base.items()}}
 
@@ -249,6 +276,15 @@ def backtest_frame(
     if quantiles:
         metrics["coverage_nominal"] = float(max(quantiles) - min(quantiles))
     by_step = pd.DataFrame({"step": np.arange(1, H + 1), **scores["step"]})
+    calibrated = None
+    if calibrate_levels:
+        # The conformity scores of forecast.intervals: errors in units of each window's scale.
+        errors = np.abs(y - point) / scaled.scale[:, None].astype(np.float64)  # NaN where y is missing
+        calibrated = calibrate(errors, calibrate_levels, "backtest")
+    if calibrated is not None:
+        for level, q in zip(calibrated.levels, calibrated.quantiles, strict=True):
+            by_step[f"calibrated_q{level}"] = q
+            metrics[f"calibrated_q{level}"] = float(q.mean())  # the mean half-width, in series scales
     cutoff_times = pd.Series(times[end - 1])
     by_window = pd.DataFrame(
         {
@@ -271,6 +307,8 @@ def backtest_frame(
     )
     for q, name in enumerate(s.output_columns):
         table[name] = preds[:, :, q].reshape(-1)
+    for name, values in bounds.items():
+        table[name] = values.reshape(-1).astype(np.float32)
     seconds = time.perf_counter() - started
     log.info(
         "backtest: %d series x %d cutoffs (%d windows, %d skipped) in %.2fs: mae %.4g (seasonal naive %.4g)",
@@ -293,6 +331,7 @@ def backtest_frame(
         season_length=m,
         seconds=seconds,
         info={"step": step, "cutoffs": n_windows, "unseen_windows": scaled.unseen, "padded": scaled.padded},
+        calibrated=calibrated,
     )
 
 
@@ -352,6 +391,8 @@ def log_result(
             (folder / "forecasts.parquet").symlink_to(Path(table_file).resolve())
         result.by_window.to_csv(folder / "by_window.csv", index=False)
         result.by_step.to_csv(folder / "by_step.csv", index=False)
+        if result.calibrated is not None:  # the same file a model keeps beside model.json
+            result.calibrated.save(folder)
         fig = plot_errors(result)
         fig.savefig(folder / "errors.png", dpi=110)
         plt.close(fig)
@@ -370,8 +411,13 @@ def run_backtest(
     batch_size: int = 4096,
     runtime: Runtime = "auto",
     experiment_name: str = "backtest",
+    calibrate_levels: Sequence[int] = (),
 ) -> BacktestResult:
-    """Backtest a logged or registered model on a table; write the table, log one MLflow run."""
+    """Backtest a logged or registered model on a table; write the table, log one MLflow run.
+
+    `calibrate_levels`: also compute conformal quantiles from the backtest's errors and log them
+    (metrics `backtest/calibrated_qNN`, per step and overall, and `backtest/intervals.json`).
+    """
     import mlflow
 
     from forecast.batch import resolve_model
@@ -382,6 +428,7 @@ def run_backtest(
     n_windows = require_int("n_windows", n_windows)  # bad settings fail before any download
     step = None if step is None else require_int("step", step)
     season_length = None if season_length is None else require_int("season_length", season_length)
+    calibrate_levels = check_levels(calibrate_levels)
     use_store(root_dir)
     if output_path:
         prepare_output(output_path)
@@ -389,7 +436,8 @@ def run_backtest(
     m = resolve_season_length(season_length, folder)
     forecaster = Forecaster.load(folder, runtime=runtime)
     history = read_table(input_path)
-    result = backtest_frame(forecaster, history, n_windows, step, m, batch_size)
+    result = backtest_frame(forecaster, history, n_windows, step, m, batch_size, calibrate_levels)
+    _report_intervals(forecaster, result)
     if output_path:
         write_parquet_atomic(result.table, output_path, ref.metadata())
     experiment = ensure_experiment(experiment_name, root_dir)
@@ -416,8 +464,33 @@ def run_backtest(
                 "series": result.n_series,
                 "windows_scored": result.n_windows,
                 "windows_skipped": result.skipped,
+                "calibrate": calibrate_levels,
             }
         )
         mlflow.log_metric("backtest/seconds", result.seconds)
         log_result(result, table_file=output_path or None)
     return result
+
+
+def _report_intervals(forecaster: Forecaster, result: BacktestResult) -> None:
+    """Log the coverage of the model's intervals and the backtest's own quantiles beside its."""
+    m, own = result.metrics, forecaster.intervals
+    for level in own.levels if own is not None else []:
+        log.info(
+            "%d%% intervals (%s-calibrated) covered %.1f%% of the backtest's targets, mean width %.4g",
+            level,
+            own.source,
+            100 * m[f"coverage_{level}"],
+            m[f"width_{level}"],
+        )
+    if result.calibrated is None:
+        return
+    stored = dict(zip(own.levels, own.quantiles, strict=True)) if own is not None else {}
+    for level, q in zip(result.calibrated.levels, result.calibrated.quantiles, strict=True):
+        mine = f" (the model's: {stored[level].mean():.4g})" if level in stored else ""
+        log.info(
+            "%d%% conformal half-width from the backtest: %.4g series scales on average%s",
+            level,
+            q.mean(),
+            mine,
+        )

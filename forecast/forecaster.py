@@ -25,7 +25,8 @@ from forecast.data.validation import (
     _examples,
     validate_long_frame,
 )
-from forecast.errors import ConfigError, NonFiniteError
+from forecast.errors import ConfigError, ModelNotFoundError, NonFiniteError
+from forecast.intervals import INTERVALS, ConformalIntervals
 from forecast.models.registry import build_net
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,15 @@ class ForecasterSettings:
         if not self.quantiles:
             return ["y_hat"]
         return [f"y_hat_q{round(q * 100):02d}" for q in self.quantiles]
+
+    @property
+    def point_index(self) -> int:
+        """Which output is the point forecast: the only one, the median, or the middle quantile."""
+        if not self.quantiles:
+            return 0
+        if 0.5 in self.quantiles:
+            return self.quantiles.index(0.5)
+        return len(self.quantiles) // 2
 
 
 def future_timestamps(last: pd.Series, horizon: int, freq: str | int) -> np.ndarray:
@@ -192,6 +202,8 @@ class Forecaster:
     copy saved with `export=["onnx"]`), or `auto`: ONNX Runtime when the copy and the
     `onnxruntime` package are both there (it measured faster, see bench/README.md), else PyTorch.
     `export` lists the serving copies `save` writes by default (only "onnx" exists).
+    `intervals`: conformal intervals around the point forecast (`forecast.intervals`), written
+    as `y_hat_lo_80`, `y_hat_hi_80`, ... beside it; applied after the network, in any runtime.
     """
 
     def __init__(
@@ -200,10 +212,12 @@ class Forecaster:
         scaler: SeriesScaler,
         settings: ForecasterSettings,
         export: Sequence[str] = (),
+        intervals: ConformalIntervals | None = None,
     ):
         self.net = net.eval()
         self.scaler = scaler
         self.settings = settings
+        self.intervals = intervals
         self.columns = ColumnSpec(**settings.columns)
         self.export = tuple(export)
         self.runtime = "torch"
@@ -211,7 +225,7 @@ class Forecaster:
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | Path, export: Sequence[str] | None = None) -> Path:
-        """Write weights (safetensors), scaler (Parquet) and settings (JSON): no pickles.
+        """Write weights (safetensors), scaler (Parquet), settings and intervals (JSON): no pickles.
 
         `export=["onnx"]` (default: `self.export`) also writes `model.onnx`, checked to agree
         with the PyTorch network to 1e-5 before it is kept.
@@ -222,6 +236,8 @@ class Forecaster:
         save_file(state, str(path / WEIGHTS))
         self.scaler.to_frame().to_parquet(path / SCALER, index=False)
         (path / SETTINGS).write_text(json.dumps(asdict(self.settings), indent=2))
+        if self.intervals is not None:
+            self.intervals.save(path)
         formats = self.export if export is None else tuple(export)
         unknown = set(formats) - {"onnx"}
         if unknown:
@@ -246,7 +262,13 @@ class Forecaster:
         net = build_net(settings.net, settings.net_params)
         net.load_state_dict(load_file(str(path / WEIGHTS)))
         scaler = SeriesScaler.from_frame(pd.read_parquet(path / SCALER), settings.scaler)
-        forecaster = cls(net, scaler, settings)
+        intervals = ConformalIntervals.load(path)  # None for models saved without (older ones too)
+        if intervals is not None and intervals.quantiles.shape[1] != settings.horizon:
+            raise ModelNotFoundError(
+                f"model at {path} is broken: its {INTERVALS} has {intervals.quantiles.shape[1]} horizon "
+                f"steps, the model {settings.horizon}; recalibrate it or remove the file"
+            )
+        forecaster = cls(net, scaler, settings, intervals=intervals)
         forecaster.use_runtime(runtime, path)
         return forecaster
 
@@ -357,6 +379,10 @@ class Forecaster:
         )
         for q, name in enumerate(s.output_columns):
             out[name] = preds[:, :, q].reshape(-1)
+        if self.intervals is not None:
+            bounds = self.intervals.bounds(preds[:, :, s.point_index], windows.scale)
+            for name, values in bounds.items():
+                out[name] = values.reshape(-1)
         return out
 
     def _max_batch(self) -> int:

@@ -36,6 +36,7 @@ from forecast.distributed import hydra_job_argv
 from forecast.engines.onnx import onnx_export_available
 from forecast.errors import TrackingUnavailableError
 from forecast.forecaster import Forecaster, ForecasterSettings
+from forecast.intervals import calibrate, check_levels, window_residuals
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.module import ForecastModule
 from forecast.plotting import plot_forecasts
@@ -48,8 +49,14 @@ from hydra_plugins.forecast_optuna_sweeper import trial_from_config
 log = logging.getLogger(__name__)
 
 
-def build_forecaster(module: ForecastModule, dm: SeriesDataModule) -> Forecaster:
-    """Package the trained net with the data module's scaler and settings."""
+def build_forecaster(
+    module: ForecastModule, dm: SeriesDataModule, intervals: Sequence[int] = ()
+) -> Forecaster:
+    """Package the trained net with the data module's scaler and settings.
+
+    `intervals` (levels in percent): conformal intervals calibrated on the validation windows,
+    out of sample for the weights though early stopping chose among checkpoints on them.
+    """
     assert dm.scaler is not None and dm.data_freq is not None, "data module not set up"
     settings = ForecasterSettings(
         net=module.net_kind,
@@ -66,7 +73,15 @@ def build_forecaster(module: ForecastModule, dm: SeriesDataModule) -> Forecaster
         quantiles=sorted(module.hparams.quantiles or []),
         missing=dm.missing,
     )
-    return Forecaster(module.net.cpu(), dm.scaler, settings)
+    forecaster = Forecaster(module.net.cpu(), dm.scaler, settings)
+    if intervals:
+        scores = window_residuals(forecaster, dm.datasets["val"], dm.eval_batch_size)
+        forecaster.intervals = calibrate(scores, intervals, "validation")
+        if forecaster.intervals is not None:
+            log.info(
+                "intervals %s%% calibrated on %d validation windows", forecaster.intervals.levels, len(scores)
+            )
+    return forecaster
 
 
 def seasonal_naive_metrics(dm: SeriesDataModule, split: str = "test") -> dict[str, float]:
@@ -106,7 +121,7 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
     """Log config, baseline, plot and pyfunc model to the run; register it when asked."""
     use_store(cfg.paths.root_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    forecaster = build_forecaster(module, dm)
+    forecaster = build_forecaster(module, dm, cfg.get("intervals") or ())
     forecaster.export = serving_exports(cfg.get("export", "auto"))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_text(config_yaml, "config.yaml")
@@ -170,6 +185,7 @@ def fit(cfg: DictConfig) -> FitResult:
     # A resume reads its checkpoint safely (weights only) before anything else and restores
     # the run's own config from it (forecast.checkpoints; docs/training.md).
     resume = resolve_resume(cfg.get("resume"), cfg.paths.log_dir)
+    check_levels(cfg.get("intervals"))  # a bad level fails now, not after the training
     saved = load_checkpoint(resume) if resume else {}
     overrides = task_overrides()
     if resume:
@@ -256,7 +272,7 @@ def _keep_unpublished(
     return keep_unpublished(
         folder,
         logger,
-        build_forecaster(module, dm),
+        build_forecaster(module, dm, cfg.get("intervals") or ()),
         example.reset_index(drop=True),
         OmegaConf.to_yaml(cfg, resolve=True),
         params,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from forecast.backtest import run_backtest
+from forecast.backtest import levels_to_calibrate, run_backtest
 from forecast.cli import run_app
 
 
@@ -24,6 +24,7 @@ def main(cfg: DictConfig) -> float:
         batch_size=cfg.batch_size,
         runtime=cfg.runtime,
         experiment_name=cfg.experiment_name,
+        calibrate_levels=levels_to_calibrate(cfg.calibrate, cfg.intervals),
     )
     return result.metrics["mase"]
 

@@ -26,13 +26,14 @@ L, H = 24, 6
 
 @pytest.fixture
 def setup(isolated_mlflow, tmp_path):
-    """A registered model and a history of 12 series, rows grouped by series."""
+    """A registered model with 80% and 95% intervals and a history of 12 series, rows grouped by
+    series: the interval columns are part of every partition's schema."""
     history = synthetic_long(n_series=12, length=80, seed=5)
     torch.manual_seed(0)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
+    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H, val_size=4 * H)
     dm.setup()
     f = build_forecaster(
-        ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4), dm
+        ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4), dm, [80, 95]
     )
     register_forecaster(f, history, "ray-test", tmp_path, L)
     source = tmp_path / "history.parquet"
@@ -44,7 +45,9 @@ def setup(isolated_mlflow, tmp_path):
         str(tmp_path),
         progress="none",
     )
-    return source, pd.read_parquet(local)
+    expected = pd.read_parquet(local)
+    assert list(expected.columns)[2:] == ["y_hat", "y_hat_lo_80", "y_hat_hi_80", "y_hat_lo_95", "y_hat_hi_95"]
+    return source, expected
 
 
 def assert_same_rows(folder: Path, expected: pd.DataFrame) -> None:

@@ -64,6 +64,8 @@ def test_model_is_registered_with_the_champion_alias(trained):
     names = {n for _, _, files in os.walk(local) for n in files}
     # export=auto logs the ONNX serving copy when onnx + onnxruntime are installed (dev extra)
     assert {"weights.safetensors", "scaler.parquet", "model.json", "config.yaml", "model.onnx"} <= names
+    # intervals: [80, 95] by default; 5 validation windows per step support 80% only (95% needs 19)
+    assert "intervals.json" in names
 
 
 def test_batch_forecast_writes_every_series(trained):
@@ -75,8 +77,9 @@ def test_batch_forecast_writes_every_series(trained):
         env,
     )
     out = pd.read_parquet(work / "out" / "forecast.parquet")
-    assert list(out.columns) == ["unique_id", "ds", "y_hat"]
+    assert list(out.columns) == ["unique_id", "ds", "y_hat", "y_hat_lo_80", "y_hat_hi_80"]
     assert len(out) == 5 * 6 and out["y_hat"].notna().all()
+    assert (out["y_hat_lo_80"] < out["y_hat"]).all() and (out["y_hat"] < out["y_hat_hi_80"]).all()
     last = pd.to_datetime(frame["ds"]).max()
     assert out["ds"].min() == last + pd.Timedelta("1h") and out["ds"].max() == last + pd.Timedelta("6h")
     meta = pq.read_schema(work / "out" / "forecast.parquet").metadata

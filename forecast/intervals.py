@@ -1,0 +1,194 @@
+"""Split conformal prediction intervals per horizon step, stored with the model as plain JSON.
+
+The conformity score of a forecast step is its absolute error in units of the series' scale,
+|y - y_hat| / scale (the scale the saved scaler divides by, or an unseen series' own), so one
+set of per-step quantiles serves series of every level. For each configured level (in percent)
+and horizon step h, the stored quantile q_h is the ceil((n + 1) * level)-th smallest of the n
+held-out scores of step h; the forecast's interval is y_hat -/+ q_h * scale. When the held-out
+windows and the future ones are exchangeable, that interval covers the truth with probability at
+least `level` (and less than `level` + 1 / (n + 1) without ties).
+
+Scores come from held-out windows: the validation windows at training time (`window_residuals`)
+or the windows of a backtest (`forecast.backtest`). docs/evaluation.md says which is which.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from forecast.errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from forecast.data.windows import WindowDataset
+    from forecast.forecaster import Forecaster
+
+log = logging.getLogger(__name__)
+
+INTERVALS = "intervals.json"  # beside model.json in the forecaster's folder; optional
+FORMAT_VERSION = 1
+
+
+def check_levels(levels: Iterable[object] | None) -> list[int]:
+    """Levels as sorted whole percents in 1..99: they name the columns (`y_hat_lo_80`)."""
+    out: set[int] = set()
+    for level in levels or ():
+        ok = not isinstance(level, bool) and isinstance(level, int | float) and float(level).is_integer()
+        if not ok or not 1 <= int(level) <= 99:
+            raise ConfigError(
+                f"intervals must be whole percents between 1 and 99 (e.g. intervals=[80,95], or [] for "
+                f"none), got {level!r}"
+            )
+        out.add(int(level))
+    return sorted(out)
+
+
+def rank_of(n: int, level: int) -> int:
+    """ceil((n + 1) * level / 100) in integers: which order statistic of n scores is the quantile."""
+    return -(-(n + 1) * level // 100)
+
+
+def min_windows(level: int) -> int:
+    """The fewest held-out scores that give a finite `level`% quantile (4 for 80%, 19 for 95%)."""
+    n = 1
+    while rank_of(n, level) > n:
+        n += 1
+    return n
+
+
+def conformal_quantile(scores: np.ndarray, level: int) -> np.ndarray:
+    """(n, H) scores, NaN where a target was missing -> (H,) the conformal quantile of each step.
+
+    Step h's quantile is the ceil((n_h + 1) * level / 100)-th smallest of its n_h finite scores,
+    infinite when n_h is too small for the level (no finite bound has the guarantee).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    ordered = np.sort(scores, axis=0)  # NaN sort last
+    counts = np.isfinite(scores).sum(axis=0)  # (H,)
+    ranks = np.array([rank_of(int(n), level) for n in counts])
+    finite = ranks <= counts
+    out = np.full(scores.shape[1], np.inf)
+    steps = np.flatnonzero(finite)
+    out[steps] = ordered[ranks[steps] - 1, steps]
+    return out
+
+
+@dataclass
+class ConformalIntervals:
+    """Per-step conformal quantiles of scaled absolute errors, one row per level."""
+
+    levels: list[int]
+    quantiles: np.ndarray  # (n_levels, H) float64, in units of the series' scale
+    windows: np.ndarray  # (H,) int64 held-out scores per step
+    source: str = "validation"  # where the scores came from: validation | backtest
+
+    @property
+    def columns(self) -> list[str]:
+        """`y_hat_lo_80`, `y_hat_hi_80`, ... in the order of the levels."""
+        return [f"y_hat_{side}_{level}" for level in self.levels for side in ("lo", "hi")]
+
+    def bounds(self, point: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, H) point forecasts and (N,) series scales -> {column: (N, H) bound}."""
+        out: dict[str, np.ndarray] = {}
+        scale = np.asarray(scale, dtype=np.float64)[:, None]
+        for level, q in zip(self.levels, self.quantiles, strict=True):
+            half = (q[None, :] * scale).astype(point.dtype, copy=False)
+            out[f"y_hat_lo_{level}"] = point - half
+            out[f"y_hat_hi_{level}"] = point + half
+        return out
+
+    def to_dict(self) -> dict:
+        pairs = zip(self.levels, self.quantiles, strict=True)
+        return {
+            "format_version": FORMAT_VERSION,
+            "method": "split conformal, |y - y_hat| / series scale, per horizon step",
+            "source": self.source,
+            "levels": list(self.levels),
+            "quantiles": {str(level): [float(v) for v in q] for level, q in pairs},
+            "windows": [int(n) for n in self.windows],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ConformalIntervals:
+        if raw.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelNotFoundError(
+                f"the model's {INTERVALS} has format {raw['format_version']}, newer than this forecast "
+                f"reads ({FORMAT_VERSION}); upgrade the package"
+            )
+        levels = [int(level) for level in raw["levels"]]
+        quantiles = np.array([raw["quantiles"][str(level)] for level in levels], dtype=np.float64)
+        return cls(levels, quantiles, np.asarray(raw["windows"], dtype=np.int64), raw.get("source", "?"))
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / INTERVALS
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ConformalIntervals | None:
+        """The intervals saved with a model, or None for a model without them (older ones too)."""
+        path = Path(folder) / INTERVALS
+        return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def calibrate(
+    scores: np.ndarray, levels: Iterable[int], source: str = "validation"
+) -> ConformalIntervals | None:
+    """Conformal quantiles of (n, H) held-out scores for every level the scores suffice for.
+
+    A level that needs more held-out windows than some step has (19 for 95%) is left out with
+    a warning rather than stored as an infinite bound; None when no level is left.
+    """
+    levels = check_levels(levels)
+    scores = np.asarray(scores, dtype=np.float64)
+    counts = np.isfinite(scores).sum(axis=0) if scores.ndim == 2 else np.zeros(0, np.int64)
+    fewest = int(counts.min()) if counts.size else 0
+    kept = [level for level in levels if min_windows(level) <= fewest]
+    for level in sorted(set(levels) - set(kept)):
+        log.warning(
+            "no %d%% interval: it needs at least %d %s windows per horizon step, there are %d; give "
+            "more held-out windows (a larger data.val_size) or choose a lower level",
+            level,
+            min_windows(level),
+            source,
+            fewest,
+        )
+    if not kept:
+        return None
+    quantiles = np.stack([conformal_quantile(scores, level) for level in kept])
+    return ConformalIntervals(kept, quantiles, counts.astype(np.int64), source)
+
+
+def window_residuals(forecaster: Forecaster, dataset: WindowDataset, batch_size: int = 4096) -> np.ndarray:
+    """(n_windows, H) scores |y - y_hat| / scale of the forecaster on a split's windows, NaN where
+    the target is missing: the windows come scaled by the same training scaler the model keeps."""
+    point = forecaster.settings.point_index
+    parts = []
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset)))))
+        x = np.where(batch["x_mask"].numpy(), batch["x"].numpy(), np.float32(np.nan))
+        step, series = (batch[k].numpy() if k in batch else None for k in ("step", "series"))
+        pred = forecaster.predict_scaled(x, batch_size, step, series)[:, :, point]  # (B, H)
+        err = np.abs(batch["y"].numpy().astype(np.float64) - pred)
+        parts.append(np.where(batch["y_mask"].numpy(), err, np.nan))
+    if not parts:
+        return np.zeros((0, forecaster.settings.horizon))
+    return np.concatenate(parts)
+
+
+def interval_scores(
+    y: np.ndarray, bounds: dict[str, np.ndarray], levels: Iterable[int]
+) -> dict[str, np.ndarray]:
+    """Per cell: `coverage_L` (1.0 inside [lo, hi], else 0.0) and `width_L` (hi - lo) per level."""
+    out: dict[str, np.ndarray] = {}
+    for level in levels:
+        lo, hi = bounds[f"y_hat_lo_{level}"], bounds[f"y_hat_hi_{level}"]
+        out[f"coverage_{level}"] = ((lo <= y) & (y <= hi)).astype(np.float64)
+        out[f"width_{level}"] = (hi - lo).astype(np.float64)
+    return out
