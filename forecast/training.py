@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,12 @@ from forecast.checkpoints import (
     restore_config,
     task_overrides,
 )
+from forecast.cli import one_line
 from forecast.data.datamodule import SeriesDataModule
 from forecast.data.windows import collate_batch
 from forecast.distributed import hydra_job_argv
 from forecast.engines.onnx import onnx_export_available
-from forecast.errors import TrackingUnavailableError
+from forecast.errors import NonFiniteError, TrackingUnavailableError
 from forecast.forecaster import Forecaster, ForecasterSettings
 from forecast.intervals import calibrate, check_levels, window_residuals
 from forecast.metrics import make_metrics, update_metrics
@@ -42,7 +43,15 @@ from forecast.models.module import ForecastModule
 from forecast.plotting import plot_forecasts
 from forecast.stale_runs import claim_run
 from forecast.tracking import log_forecaster, register, use_store
-from forecast.tracking.outage import UNPUBLISHED_DIR, ResilientMLFlowLogger, keep_unpublished
+from forecast.tracking.outage import (
+    UNPUBLISHED_DIR,
+    ResilientMLFlowLogger,
+    check_server,
+    is_outage,
+    keep_unpublished,
+)
+from forecast.tracking.outage import reason as outage_reason
+from forecast.tracking.store import tracking_uri
 from forecast.tuning import STATE_TAG, OptunaPruning, parent_run, trial_tags
 from hydra_plugins.forecast_optuna_sweeper import trial_from_config
 
@@ -180,8 +189,12 @@ class FitResult:
     config: DictConfig | None = None  # the config the fit ran with (a resume restores the run's own)
 
 
-def fit(cfg: DictConfig) -> FitResult:
-    """Fit, restore the best checkpoint, score the test split (when there is one)."""
+def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResult:
+    """Fit, restore the best checkpoint, score the test split (when there is one).
+
+    `on_run` is told the MLflow run id as soon as the run exists, so a caller can mark the
+    run FAILED when anything later goes wrong.
+    """
     # A resume reads its checkpoint safely (weights only) before anything else and restores
     # the run's own config from it (forecast.checkpoints; docs/training.md).
     resume = resolve_resume(cfg.get("resume"), cfg.paths.log_dir)
@@ -197,8 +210,13 @@ def fit(cfg: DictConfig) -> FitResult:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     dm: SeriesDataModule = instantiate(cfg.data)
+    if cfg.get("logger") and not cfg.logger.get("offline"):
+        # A tracking server that is down fails the start in seconds, before the data is read.
+        check_server(tracking_uri(cfg.paths.root_dir), cfg.logger.get("request_timeout", 30))
+    # Validate the data before any MLflow run exists: bad data leaves no run behind.
+    dm.setup("fit")
     if cfg.model.get("cycle_per_series") and cfg.model.get("cycle_len"):
-        dm.setup("fit")  # per-series parameters are sized by the data
+        # per-series parameters are sized by the data
         module: ForecastModule = instantiate(cfg.model, n_series=dm.n_series)
     else:
         module = instantiate(cfg.model)
@@ -212,6 +230,8 @@ def fit(cfg: DictConfig) -> FitResult:
             tags = trial_tags(trial, parent_run(trial, cfg.logger.experiment_name, cfg.paths.root_dir))
         run_id = resumed_run_id
         logger = instantiate(cfg.logger, run_id=run_id, tags=tags)
+        if on_run is not None and rank_zero_only.rank == 0:
+            on_run(logger.run_id)
         if rank_zero_only.rank == 0:
             # Host/PID tags; runs of killed trainings still RUNNING are closed (forecast.stale_runs).
             claim_run(logger.experiment, logger.run_id, logger.experiment_id, resumed=run_id is not None)
@@ -281,9 +301,69 @@ def _keep_unpublished(
     )
 
 
+def check_finite(metrics: dict[str, float], value: float | None = None, name: str = "") -> None:
+    """Refuse to publish a model whose scores are NaN or infinite.
+
+    The test scores (of the restored best checkpoint) when there is a test split, else the
+    validation ones, and the optimized metric `value` (`name`).
+    """
+    split = "test/" if any(k.startswith("test/") for k in metrics) else "val/"
+    bad = {k: v for k, v in metrics.items() if k.startswith(split) and not np.isfinite(v)}
+    if value is not None and not np.isfinite(value):
+        bad[name or "optimized metric"] = value
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items())[:6])
+        raise NonFiniteError(
+            f"validation/test metrics are not finite ({shown}): the model was not logged, "
+            "registered or given an alias. Look for extreme target values (e.g. 1e30) or "
+            "lower model.lr"
+        )
+
+
+class _RunGuard:
+    """Marks the training's MLflow run FAILED (KILLED on Ctrl-C), with the error as a tag."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def started(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def fail(self, err: BaseException) -> None:
+        if self.run_id is None:
+            return
+        killed = isinstance(err, KeyboardInterrupt) or type(err).__name__ in (
+            "Terminated",
+            "SIGTERMException",
+        )
+        status = "KILLED" if killed else "FAILED"
+        try:
+            client = MlflowClient()
+            client.set_tag(self.run_id, "error", one_line(err)[:4000])
+            client.set_tag(self.run_id, "error.type", type(err).__name__)
+            client.set_terminated(self.run_id, status)
+        except Exception as tracking_err:  # the store itself may be what failed
+            log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, one_line(tracking_err))
+
+
 def train(cfg: DictConfig) -> float | None:
-    """Fit, test with the best checkpoint, track in MLflow; return the optimized metric."""
-    result = fit(cfg)
+    """Fit, test with the best checkpoint, track in MLflow; return the optimized metric.
+
+    Nothing broken is published: a run whose scores are not finite is marked FAILED and its
+    model is neither logged nor registered; any failure after the run started marks it FAILED
+    with the error text as the `error` tag.
+    """
+    guard = _RunGuard()
+    try:
+        return _train(cfg, guard)
+    except BaseException as err:
+        if not (type(err).__name__ == "TrialPruned"):
+            guard.fail(err)
+        raise
+
+
+def _train(cfg: DictConfig, guard: _RunGuard) -> float | None:
+    result = fit(cfg, on_run=guard.started)
     cfg = result.config or cfg  # a resume ran with the run's own config
     if result.pruned:
         if result.run_id:
@@ -291,8 +371,18 @@ def train(cfg: DictConfig) -> float | None:
         import optuna
 
         raise optuna.TrialPruned(f"pruned at epoch {result.trainer.current_epoch}")
+    check_finite(result.metrics, result.value, cfg.get("optimized_metric") or "")
     if result.run_id:
-        _publish(cfg, result.run_id, result.module, result.datamodule)
+        try:
+            _publish(cfg, result.run_id, result.module, result.datamodule)
+        except Exception as err:
+            logger = result.trainer.logger
+            if not (is_outage(err) and isinstance(logger, ResilientMLFlowLogger)):
+                raise
+            # The server went away while the model was being logged: keep it locally, as a
+            # loss during training does, and say how to upload it.
+            logger.failure = outage_reason(err)
+            raise _keep_unpublished(cfg, logger, result.module, result.datamodule, result.metrics) from err
     scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "test/"))}
     log.info("metrics: %s", scores)
     return result.value
