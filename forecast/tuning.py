@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import lightning as L
@@ -24,6 +25,10 @@ from forecast.tracking.store import ensure_experiment, use_store
 log = logging.getLogger(__name__)
 
 PARENT_ATTR = "mlflow_parent_run_id"
+# Study user attribute the sweeper sets to {name: str}: each swept parameter's expression
+# (`model.hidden_size` -> `choice(32, 64, 128)`) and its settings (`optuna.sampler`, ...,
+# storage password masked). The parent run logs it as params when it is created.
+SWEEP_PARAMS_ATTR = "sweep_params"
 STUDY_TAG, TRIAL_TAG, STATE_TAG = "optuna.study", "optuna.trial", "optuna.state"
 SWEEP_TAG = "forecast.sweep"
 
@@ -54,7 +59,8 @@ def parent_run(trial: Any, experiment_name: str, root_dir: str) -> str:
     """The study's MLflow parent run: found by the study's attribute or tag, else created.
 
     Workers sharing a study may race to create it; the oldest parent wins and a duplicate is
-    deleted, so every trial ends up under one parent.
+    deleted, so every trial ends up under one parent. A new parent logs the study's search
+    space and settings (`SWEEP_PARAMS_ATTR`) as its params.
     """
     study = trial.study
     known = study.user_attrs.get(PARENT_ATTR)
@@ -74,11 +80,21 @@ def parent_run(trial: Any, experiment_name: str, root_dir: str) -> str:
         mine = client.create_run(
             experiment_id, run_name=f"sweep {study.study_name}", tags={SWEEP_TAG: study.study_name}
         ).info.run_id
+        _log_sweep_params(client, mine, study.user_attrs.get(SWEEP_PARAMS_ATTR) or {})
         parent = oldest() or mine
         if parent != mine:
             client.delete_run(mine)
     study.set_user_attr(PARENT_ATTR, parent)
     return parent
+
+
+def _log_sweep_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    # MLflow keys allow alphanumerics, `_ - . / : ` and spaces: `+model.x` -> `model.x`, `a@b` -> `a_b`.
+    items = [Param(re.sub(r"[^\w./: -]", "_", k.lstrip("+~")), str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
 
 
 def trial_tags(trial: Any, parent_id: str) -> dict[str, str]:
@@ -114,6 +130,8 @@ class MLflowSweepCallback(HydraCallback):
         completed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
         parent = study.user_attrs.get(PARENT_ATTR)
         if not completed or parent is None:
+            if completed:  # the sweeper printed the best trial; say why no run follows
+                print(f"  MLflow run: none (study {study_name} has no MLflow parent run)", flush=True)
             log.warning("no completed trial with an MLflow run in study %s", study_name)
             return
         use_store(_root_dir(config))
@@ -131,10 +149,11 @@ class MLflowSweepCallback(HydraCallback):
         client.log_metric(parent, f"best/{config.get('optimized_metric', 'value')}", float(best.value))
         client.set_terminated(parent, "FINISHED")
         if best_run is None:
-            log.warning("best trial %d has no MLflow run", best.number)
+            print(f"  MLflow run: none found for best trial {best.number}", flush=True)
             return
         client.set_tag(parent, "best_run_id", best_run.info.run_id)
-        log.info("best trial %d (value %.5g): run %s", best.number, best.value, best_run.info.run_id)
+        # Ends the block the sweeper printed (best trial, value, params, results file).
+        print(f"  MLflow run: {best_run.info.run_id} (tagged best=true; parent run {parent})", flush=True)
         if str(config.get("register")) == "best":
             model_uri = best_run.data.tags.get("model_uri")
             if not model_uri:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from ._search_space import SearchSpace, parse_search_space, to_override_value
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"
+# Study user attribute holding the search space and settings ({name: str}); the training
+# side (forecast.tuning.SWEEP_PARAMS_ATTR) logs it as the sweep's MLflow parent run params.
+SWEEP_PARAMS_ATTR = "sweep_params"
 _SQLITE_PREFIX = "sqlite:///"
 
 
@@ -37,6 +41,26 @@ def resolve_storage(url: str | None) -> str | None:
     # SQLite creates the file but not its folder.
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return f"{_SQLITE_PREFIX}{path}{sep}{query}"
+
+
+def mask_storage(url: str | None) -> str:
+    """The storage URL with any password hidden: postgresql://user:***@host/db."""
+    if url is None:
+        return "in-memory"
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL: hide what looks like user:password@
+        return re.sub(r"(//[^/:@]*):[^/@]*@", r"\1:***@", url)
+
+
+def _describe(node: Any, obj: Any) -> str:
+    """`TPESampler(seed=42, n_startup_trials=10)` from a `_target_` config node, else the class."""
+    if isinstance(node, DictConfig) and "_target_" in node:
+        args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
+        return f"{str(node._target_).rsplit('.', 1)[-1]}({', '.join(f'{k}={v}' for k, v in args.items())})"
+    return "none" if obj is None else type(obj).__name__
 
 
 def handoff_overrides(study_name: str, storage: str | None, trial_number: int) -> list[str]:
@@ -102,13 +126,14 @@ class OptunaSweeperImpl(Sweeper):
         study_name = self.study_name or str(self.config.hydra.job.name)
         storage = resolve_storage(self.storage)
         study = self._open_study(study_name, storage)
+        study.set_user_attr(SWEEP_PARAMS_ATTR, self._sweep_params(space, storage))
         existing = study.get_trials(deepcopy=False)
         n_finished = sum(t.state.is_finished() for t in existing)
         n_running = sum(t.state == TrialState.RUNNING for t in existing)
         log.info(
             "Study '%s' (%s, %s): %d finished trial(s), target n_trials=%d",
             study_name,
-            storage or "in-memory",
+            mask_storage(storage),
             self.direction,
             n_finished,
             self.n_trials,
@@ -167,6 +192,19 @@ class OptunaSweeperImpl(Sweeper):
                 time.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    def _sweep_params(self, space: SearchSpace, storage: str | None) -> dict[str, str]:
+        """Search space (param -> sweep expression) and the sweep's settings, as strings."""
+        sweeper = OmegaConf.select(self.config, "hydra.sweeper", default=None) if self.config else None
+        sampler, pruner = (None, None) if sweeper is None else (sweeper.get("sampler"), sweeper.get("pruner"))
+        return {
+            **space.expressions,
+            "optuna.sampler": _describe(sampler, self.sampler),
+            "optuna.pruner": _describe(pruner, self.pruner),
+            "optuna.direction": self.direction,
+            "optuna.n_trials": str(self.n_trials),
+            "optuna.storage": mask_storage(storage),
+        }
+
     def _remaining(self, study: optuna.Study, stale: set[int]) -> int:
         """Trials still to start, re-read before every batch.
 
@@ -223,13 +261,22 @@ class OptunaSweeperImpl(Sweeper):
         return None
 
     def _save_best(self, study: optuna.Study) -> None:
+        """Write the results file and print the best trial (a block on stdout)."""
         assert self.config is not None
-        if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-            log.warning("No COMPLETE trial in study '%s'; no best result", study.study_name)
+        trials = study.get_trials(deepcopy=False)
+        counts = ", ".join(
+            f"{sum(t.state == s for t in trials)} {word}"
+            for s, word in (
+                (TrialState.COMPLETE, "complete"),
+                (TrialState.PRUNED, "pruned"),
+                (TrialState.FAIL, "failed"),
+            )
+        )
+        if not any(t.state == TrialState.COMPLETE for t in trials):
+            print(f"Sweep '{study.study_name}': no trial completed ({counts}); no best trial.", flush=True)
             return
         best = study.best_trial
-        log.info("Best trial %d: value=%s params=%s", best.number, _fmt(best.value), best.params)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         results = {
             "name": "optuna",
@@ -239,6 +286,15 @@ class OptunaSweeperImpl(Sweeper):
             "best_value": best.value,
         }
         OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+        metric = OmegaConf.select(self.config, "optimized_metric", default=None) or "value"
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        block = [
+            f"Sweep '{study.study_name}' done ({counts}). Best trial: {best.number}",
+            f"  {metric} = {_fmt(best.value)} ({self.direction})",
+            f"  params:  {params}",
+            f"  results: {sweep_dir / RESULTS_FILE}",
+        ]
+        print("\n".join(block), flush=True)
 
 
 def _as_float(result: Any) -> float | None:

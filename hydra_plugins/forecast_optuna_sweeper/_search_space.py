@@ -36,6 +36,8 @@ class SearchSpace:
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     # Non-sweep overrides, keyed like `distributions`, kept as the user wrote them.
     fixed: dict[str, str] = field(default_factory=dict)
+    # Sweep expressions as written, keyed like `distributions`: {"x": "choice(1, 2)"}.
+    expressions: dict[str, str] = field(default_factory=dict)
 
 
 def parse_search_space(overrides: Sequence[str]) -> SearchSpace:
@@ -45,8 +47,11 @@ def parse_search_space(overrides: Sequence[str]) -> SearchSpace:
         name = override.get_key_element()
         space.distributions.pop(name, None)
         space.fixed.pop(name, None)
+        space.expressions.pop(name, None)
         if override.is_sweep_override():
             space.distributions[name] = to_distribution(override)
+            assert override.input_line is not None
+            space.expressions[name] = override.input_line.split("=", 1)[1].strip()
         else:
             assert override.input_line is not None
             space.fixed[name] = override.input_line

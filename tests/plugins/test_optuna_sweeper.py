@@ -18,7 +18,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.forecast_optuna_sweeper import trial_from_config
-from hydra_plugins.forecast_optuna_sweeper._impl import OptunaSweeperImpl, resolve_storage
+from hydra_plugins.forecast_optuna_sweeper._impl import (
+    SWEEP_PARAMS_ATTR,
+    OptunaSweeperImpl,
+    mask_storage,
+    resolve_storage,
+)
 from hydra_plugins.forecast_optuna_sweeper._search_space import parse_search_space, to_override_value
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +116,77 @@ def test_relative_sqlite_storage_is_made_absolute(tmp_path: Path, monkeypatch: p
     assert (tmp_path / "sub").is_dir()
     for url in ["sqlite:////abs/optuna.db", "sqlite:///:memory:", "postgresql://u@h/db", None]:
         assert resolve_storage(url) == url
+
+
+def test_storage_password_is_masked() -> None:
+    assert (
+        mask_storage("postgresql://user:s3cret@db.host:5432/optuna")
+        == "postgresql://user:***@db.host:5432/optuna"
+    )
+    assert mask_storage("mysql+pymysql://u:p@h/db?charset=utf8") == "mysql+pymysql://u:***@h/db?charset=utf8"
+    assert mask_storage("sqlite:////abs/optuna.db") == "sqlite:////abs/optuna.db"
+    assert mask_storage(None) == "in-memory"
+
+
+def _sweeper(**overrides: object) -> OptunaSweeperImpl:
+    kwargs: dict[str, object] = {
+        "sampler": optuna.samplers.RandomSampler(),
+        "pruner": None,
+        "direction": "minimize",
+        "study_name": None,
+        "storage": None,
+        "n_trials": 1,
+        "n_jobs": 1,
+        "params": None,
+    }
+    return OptunaSweeperImpl(**{**kwargs, **overrides})  # type: ignore[arg-type]
+
+
+def test_sweep_without_a_completed_trial_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweeper = _sweeper()
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "run")}}})
+    study = optuna.create_study(study_name="s")
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    sweeper._save_best(study)
+    assert (
+        capsys.readouterr().out
+        == "Sweep 's': no trial completed (0 complete, 1 pruned, 1 failed); no best trial.\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_parent_run_logs_the_search_space_as_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    from forecast import tuning
+
+    assert tuning.SWEEP_PARAMS_ATTR == SWEEP_PARAMS_ATTR  # the plugin sets what the trainer reads
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    space = {
+        "model.hidden_size": "choice(32, 64, 128)",
+        "+model.extra": "interval(0.0, 1.0)",
+        "opt@trainer": "choice(adam, sgd)",
+        "optuna.storage": "postgresql://user:***@host/db",
+    }
+    study = optuna.create_study(study_name="s")
+    study.set_user_attr(SWEEP_PARAMS_ATTR, space)
+    parent = tuning.parent_run(study.ask(), "exp", str(tmp_path))
+    assert study.user_attrs[tuning.PARENT_ATTR] == parent
+    run = MlflowClient().get_run(parent)
+    assert run.data.tags[tuning.SWEEP_TAG] == "s"
+    assert run.data.params == {
+        "model.hidden_size": "choice(32, 64, 128)",
+        "model.extra": "interval(0.0, 1.0)",
+        "opt_trainer": "choice(adam, sgd)",
+        "optuna.storage": "postgresql://user:***@host/db",
+    }
+    # Another worker's copy of the study (no parent attribute yet) finds the same parent.
+    other = optuna.create_study(study_name="s")
+    assert tuning.parent_run(other.ask(), "exp", str(tmp_path)) == parent
+    assert len(MlflowClient().search_runs([run.info.experiment_id])) == 1
 
 
 def test_multi_objective_direction_is_rejected() -> None:
@@ -263,6 +339,28 @@ def test_sweep_writes_results_and_resumes(app_dir: Path) -> None:
     results = OmegaConf.load(app_dir / "run1" / "optimization_results.yaml")
     best = min(trials, key=lambda t: t.value)
     assert results.best_value == best.value and dict(results.best_params) == best.params
+    # The sweep ends with a block naming the best trial, its value, params and the results file.
+    params = ", ".join(
+        f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in best.params.items()
+    )
+    block = [
+        f"Sweep 'app' done (3 complete, 0 pruned, 0 failed). Best trial: {best.number}",
+        f"  value = {best.value:.6g} (minimize)",
+        f"  params:  {params}",
+        f"  results: {(app_dir / 'run1').resolve() / 'optimization_results.yaml'}",
+    ]
+    assert "\n".join(block) in first.stdout
+    # The search space and settings, for the trainer's MLflow parent run.
+    attrs = optuna.load_study(study_name="app", storage=storage).user_attrs
+    assert attrs[SWEEP_PARAMS_ATTR] == {
+        "x": "interval(-5, 5)",
+        "y": "choice(0, 1)",
+        "optuna.sampler": "TPESampler(seed=None, n_startup_trials=10)",
+        "optuna.pruner": "none",
+        "optuna.direction": "minimize",
+        "optuna.n_trials": "3",
+        "optuna.storage": storage,
+    }
 
     second = run_app(app_dir, "hydra.sweeper.n_trials=5", f"hydra.sweep.dir={app_dir}/run2", *common)
     assert second.returncode == 0, second.stdout
