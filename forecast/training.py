@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from forecast.checkpoints import (
     task_overrides,
 )
 from forecast.cli import one_line
+from forecast.console import EpochLine, on_terminal, quiet, run_link, summary
 from forecast.data.datamodule import SeriesDataModule
 from forecast.data.windows import collate_batch
 from forecast.distributed import hydra_job_argv
@@ -125,17 +128,51 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     return trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
 
 
+@dataclass
+class Published:
+    """What `_publish` put where: for the end-of-training summary."""
+
+    baseline: dict[str, float]
+    split: str
+    link: str
+    version: str | None
+
+
+def log_dataset(cfg: DictConfig, dm: SeriesDataModule) -> None:
+    """The training data as the run's MLflow dataset input: name, source, digest, rows, series."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    assert dm.arrays is not None and dm.ids is not None
+    path, embedded = cfg.data.get("path"), cfg.data.get("dataset")
+    if path:
+        source, name = LocalArtifactDatasetSource(str(Path(path).resolve())), Path(path).stem
+    else:
+        source, name = CodeDatasetSource({"forecast.dataset": str(embedded)}), str(embedded or "frame")
+    # Digest of what training read (values and series ids), not of the file's bytes: the same
+    # table re-exported gives the same digest.
+    digest = hashlib.sha256(dm.arrays.values.tobytes())
+    digest.update("\x00".join(map(str, dm.ids)).encode())
+    dataset = MetaDataset(source=source, name=name, digest=digest.hexdigest()[:16])
+    rows, series = int(dm.arrays.offsets[-1]), len(dm.ids)
+    mlflow.log_input(dataset, context="training", tags={"rows": str(rows), "series": str(series)})
+
+
 @rank_zero_only
-def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDataModule) -> None:
-    """Log config, baseline, plot and pyfunc model to the run; register it when asked."""
-    use_store(cfg.paths.root_dir)
+def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDataModule) -> Published:
+    """Log config, dataset, baseline, plot and pyfunc model to the run; register it when asked."""
+    uri = use_store(cfg.paths.root_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     forecaster = build_forecaster(module, dm, cfg.get("intervals") or ())
     forecaster.export = serving_exports(cfg.get("export", "auto"))
-    with mlflow.start_run(run_id=run_id):
+    version = None
+    with mlflow.start_run(run_id=run_id) as run:
         mlflow.log_text(config_yaml, "config.yaml")
+        log_dataset(cfg, dm)
         split = "test" if dm.test_size else "val"
-        mlflow.log_metrics(seasonal_naive_metrics(dm, split))
+        baseline = seasonal_naive_metrics(dm, split)
+        mlflow.log_metrics(baseline)
         c, shown = dm.columns, dm.ids[:4]  # the plot's series: no need to forecast them all
         history = dm.history(split, ids=shown)
         forecast = forecaster.predict(history)
@@ -153,8 +190,12 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
         if cfg.get("optuna"):
             mlflow.set_tag(STATE_TAG, "COMPLETE")
         if cfg.get("register") is True:
-            version = register(info.model_uri, cfg.registry.name, cfg.registry.alias, tags={"run_id": run_id})
-            mlflow.set_tag("registered_version", f"{cfg.registry.name}/{version.version}")
+            registered = register(
+                info.model_uri, cfg.registry.name, cfg.registry.alias, tags={"run_id": run_id}
+            )
+            version = f"models:/{cfg.registry.name}@{cfg.registry.alias} = version {registered.version}"
+            mlflow.set_tag("registered_version", f"{cfg.registry.name}/{registered.version}")
+    return Published(baseline, split, run_link(uri, run.info.experiment_id, run_id), version)
 
 
 def serving_exports(export: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -195,6 +236,7 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
     `on_run` is told the MLflow run id as soon as the run exists, so a caller can mark the
     run FAILED when anything later goes wrong.
     """
+    quiet()
     # A resume reads its checkpoint safely (weights only) before anything else and restores
     # the run's own config from it (forecast.checkpoints; docs/training.md).
     resume = resolve_resume(cfg.get("resume"), cfg.paths.log_dir)
@@ -229,7 +271,8 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
         if trial is not None and rank_zero_only.rank == 0:
             tags = trial_tags(trial, parent_run(trial, cfg.logger.experiment_name, cfg.paths.root_dir))
         run_id = resumed_run_id
-        logger = instantiate(cfg.logger, run_id=run_id, tags=tags)
+        name = cfg.logger.get("run_name") or (None if run_id else run_name(cfg, trial))
+        logger = instantiate(cfg.logger, run_id=run_id, tags=tags, run_name=name)
         if on_run is not None and rank_zero_only.rank == 0:
             on_run(logger.run_id)
         if rank_zero_only.rank == 0:
@@ -242,7 +285,10 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
     pruning = OptunaPruning(trial, cfg.optimized_metric) if trial is not None else None
     if pruning is not None:
         callbacks.append(pruning)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and on_terminal()
+    if not bar:
+        callbacks.append(EpochLine())  # a scheduler's log gets one line per epoch instead
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=bar)
 
     with hydra_job_argv([f"resume={resume}"] if resume else None):
         trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
@@ -250,7 +296,9 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
         checkpoint = _checkpoint_callback(trainer)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if dm.test_size and not (pruning and pruning.pruned):
-            trainer.test(module, datamodule=dm, ckpt_path="best" if best else None, weights_only=True)
+            trainer.test(
+                module, datamodule=dm, ckpt_path="best" if best else None, weights_only=True, verbose=False
+            )
             metrics.update(
                 {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             )
@@ -372,9 +420,10 @@ def _train(cfg: DictConfig, guard: _RunGuard) -> float | None:
 
         raise optuna.TrialPruned(f"pruned at epoch {result.trainer.current_epoch}")
     check_finite(result.metrics, result.value, cfg.get("optimized_metric") or "")
+    published = None
     if result.run_id:
         try:
-            _publish(cfg, result.run_id, result.module, result.datamodule)
+            published = _publish(cfg, result.run_id, result.module, result.datamodule)
         except Exception as err:
             logger = result.trainer.logger
             if not (is_outage(err) and isinstance(logger, ResilientMLFlowLogger)):
@@ -383,6 +432,30 @@ def _train(cfg: DictConfig, guard: _RunGuard) -> float | None:
             # loss during training does, and say how to upload it.
             logger.failure = outage_reason(err)
             raise _keep_unpublished(cfg, logger, result.module, result.datamodule, result.metrics) from err
-    scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "test/"))}
-    log.info("metrics: %s", scores)
+    if published is not None:
+        print(summary(result.metrics, published.baseline, published.link, published.version, published.split))
+    elif rank_zero_only.rank == 0:
+        scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "test/"))}
+        log.info("metrics: %s", scores)
     return result.value
+
+
+def run_name(cfg: DictConfig, trial: Any = None) -> str:
+    """`<model>-<data>-<time>` (and the trial number in a sweep): runs told apart at a glance.
+
+    MLflow's random names repeated: the global seed is set before it draws them.
+    """
+    model = data = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices
+        model, data = choices.get("model"), choices.get("data")
+    except ValueError:  # not inside a Hydra app
+        pass
+    model = model or cfg.model.get("cell", "model")
+    data = data or Path(str(cfg.data.get("path") or cfg.data.get("dataset") or "data")).stem
+    if data == "file" and cfg.data.get("path"):
+        data = Path(str(cfg.data.path)).stem
+    name = f"{model}-{data}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return f"{name}-trial{trial.number}" if trial is not None else name
