@@ -3,6 +3,11 @@
 Scripts put `bench/` on `sys.path` and `import common` (as they do `protocol`). Training goes
 through the project's public path only: a composed `conf/train.yaml` (with an `experiment=`
 bundle), `forecast.training.fit` and `forecast.training.build_forecaster`.
+
+Honest evaluation (BENCHMARKS.md): every line carries validation figures (`val_*`) beside the
+test ones (`metrics`), and says what it is: `members: 1` for one model (one seed), K for the
+mean forecast of K seeds. The default is one seed; `--seeds 1 2 3` prints each seed's own line
+and then the ensemble's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Settings of the benchmark runs that are about the run, not the model: no MLflow, no progress
 # bars; checkpoints go to a temporary folder (paths.output_dir, set per run).
+# One model (one seed) per line by default; more seeds add an ensemble line beside theirs.
+DEFAULT_SEEDS = (1,)
+
 BENCH_OVERRIDES = (
     "~logger",
     "trainer.enable_progress_bar=false",
@@ -48,7 +56,20 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also run neuralforecast's LSTM on the same data and print the ratios",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="one single-model line per seed (default: 1); with two or more, also a line for "
+        "their ensemble (the mean of their forecasts)",
+    )
+    parser.add_argument(
+        "--last-checkpoint",
+        action="store_true",
+        help="keep our model's weights of the last training step instead of restoring the best "
+        "validation checkpoint (what neuralforecast does: it early-stops but keeps its last weights)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -95,6 +116,32 @@ def rounded(metrics: dict[str, float], digits: int = 4) -> dict[str, float]:
     return {k: round(float(v), digits) for k, v in metrics.items()}
 
 
+def val_fields(metrics: dict[str, float] | None, digits: int = 4) -> dict[str, float | None]:
+    """Validation figures as the line's `val_*` fields ({'smape': x} -> {'val_smape': x})."""
+    return {f"val_{k}": (None if v is None else round(float(v), digits)) for k, v in (metrics or {}).items()}
+
+
+def ratios(ours: dict[str, Any], theirs: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Ours / theirs for the test `metrics` and the `val_*` fields, where both have them."""
+    out: dict[str, Any] = {
+        "metrics": {k: round(ours["metrics"][k] / theirs["metrics"][k], 3) for k in keys},
+    }
+    for k in keys:
+        a, b = ours.get(f"val_{k}"), theirs.get(f"val_{k}")
+        out[f"val_{k}"] = round(a / b, 3) if a is not None and b else None
+    return out
+
+
+def seeds_of(args: argparse.Namespace) -> tuple[int, ...]:
+    """The seeds to train: --seeds, else one (seed 1)."""
+    return tuple(args.seeds) if args.seeds else DEFAULT_SEEDS
+
+
+def ensemble_name(model: str, members: int) -> str:
+    """`lstm` for one model; `lstm, ensemble of 3` for the mean forecast of three seeds."""
+    return model if members == 1 else f"{model}, ensemble of {members}"
+
+
 def compose(overrides: Sequence[str], output_dir: Path):
     """`conf/train.yaml` with overrides, as `pipelines/train.py` would see it."""
     from hydra import compose as hydra_compose
@@ -129,20 +176,60 @@ class Trained:
     forecaster: Any  # forecast.forecaster.Forecaster
     seconds: float
     epochs: int
-    val: float | None
+    val: float | None  # the early-stopping metric's best value (`monitor`)
+    steps: int = 0  # optimizer steps taken (early stopping may end before the budget)
+    monitor: str | None = None
+    checkpoint: str = "best"  # which weights forecast: best validation checkpoint | last step
 
 
-def train(overrides: Sequence[str], seed: int) -> Trained:
-    """Fit one model from the composed config (best validation checkpoint restored)."""
+def train(overrides: Sequence[str], seed: int, last_checkpoint: bool = False) -> Trained:
+    """Fit one model from the composed config.
+
+    `forecast.training.fit` restores the best validation checkpoint; `last_checkpoint=True`
+    puts back the weights of the last step instead (the checkpoint callback's `last.ckpt`).
+    `seconds` is the fit alone (data set-up, training, validation, restoring weights).
+    """
+    import torch
+
     from forecast.training import build_forecaster, fit
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         cfg = compose([*overrides, f"seed={seed}"], Path(tmp))
         start = time.perf_counter()
         result = fit(cfg)
+        which = "best"
+        if last_checkpoint:
+            callback = getattr(result.trainer, "checkpoint_callback", None)
+            last = getattr(callback, "last_model_path", "") or ""
+            if not last:
+                raise RuntimeError("--last-checkpoint needs the checkpoint callback with save_last: true")
+            state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+            result.module.load_state_dict(state)
+            which = "last"
         seconds = time.perf_counter() - start
         forecaster = build_forecaster(result.module, result.datamodule)
-    return Trained(forecaster, seconds, int(result.trainer.current_epoch), result.value)
+    return Trained(
+        forecaster,
+        seconds,
+        int(result.trainer.current_epoch),
+        result.value,
+        steps=int(result.trainer.global_step),
+        monitor=cfg.get("optimized_metric"),
+        checkpoint=which,
+    )
+
+
+def budget(cfg: Any) -> dict[str, int]:
+    """Our step budget and early stopping in steps, from a composed config: `max_steps`
+    (max_epochs x limit_train_batches), `val_every` (one validation per "epoch" of
+    limit_train_batches steps) and `patience` (validations without improvement)."""
+    val_every = int(cfg.trainer.limit_train_batches)
+    stopping = (cfg.get("callbacks") or {}).get("early_stopping") or {}
+    return {
+        "max_steps": int(cfg.trainer.max_epochs) * val_every,
+        "val_every": val_every,
+        "patience": int(stopping.get("patience", 0) or 0),
+    }
 
 
 @contextmanager
@@ -177,10 +264,31 @@ def require_neuralforecast() -> None:
         )
 
 
-def neuralforecast_lstm(horizon: int, input_size: int, steps: int, loss: str, scaler: str, **extra: Any):
-    """neuralforecast's LSTM as both accuracy benchmarks configure it: encoder 2 x 128, our input
-    size, horizon, loss and step budget, early stopping every 100 steps (patience 5), seed 1, CPU."""
-    from neuralforecast.losses.pytorch import MAE, MSE, SMAPE
+# neuralforecast's own settings for these tasks: its LSTM's defaults (robust scaler, MAE loss,
+# validation loss = the training loss, encoder 2 x 128, MLP decoder 2 x 128, Adam at 1e-3), as in
+# the reference figures of BENCHMARKS.md. Recorded on its lines.
+NF_SCALER = "robust"
+NF_LOSS = "mae"
+
+
+def neuralforecast_version() -> str:
+    import neuralforecast
+
+    return str(getattr(neuralforecast, "__version__", "?"))
+
+
+def neuralforecast_lstm(
+    horizon: int, input_size: int, steps: dict[str, int], windows_batch_size: int, seed: int = 1
+):
+    """neuralforecast's LSTM with its own good settings (NF_SCALER, NF_LOSS, its defaults), our
+    input size and horizon, our windows per step (`windows_batch_size`), our step budget and our
+    early stopping in steps (`budget()`: a validation every `val_every` steps, stop after
+    `patience` without improvement), on CPU.
+
+    It keeps the weights of its last step: neuralforecast turns Lightning's checkpointing off
+    and restores nothing (our `--last-checkpoint` does the same on our side).
+    """
+    from neuralforecast.losses.pytorch import MAE
     from neuralforecast.models import LSTM
 
     return LSTM(
@@ -188,15 +296,27 @@ def neuralforecast_lstm(horizon: int, input_size: int, steps: int, loss: str, sc
         input_size=input_size,
         encoder_n_layers=2,
         encoder_hidden_size=128,
-        loss={"mae": MAE, "mse": MSE, "smape": SMAPE}[loss](),
-        scaler_type=scaler,
-        max_steps=steps,
-        val_check_steps=100,
-        early_stop_patience_steps=5,
-        random_seed=1,
+        loss=MAE(),
+        scaler_type=NF_SCALER,
+        windows_batch_size=windows_batch_size,
+        max_steps=steps["max_steps"],
+        val_check_steps=steps["val_every"],
+        early_stop_patience_steps=steps["patience"] if steps["patience"] > 0 else -1,
+        random_seed=seed,
         enable_progress_bar=False,
         enable_model_summary=False,
         logger=False,
         accelerator="cpu",
-        **extra,
     )
+
+
+def neuralforecast_settings(steps: dict[str, int], windows_batch_size: int) -> dict[str, Any]:
+    """What a neuralforecast line says about its run."""
+    return {
+        "version": neuralforecast_version(),
+        "scaler": NF_SCALER,
+        "loss": NF_LOSS,
+        "windows_batch_size": windows_batch_size,
+        **steps,
+        "checkpoint": "last",
+    }

@@ -2,14 +2,21 @@
 
     python bench/etth1.py [--setting univariate|multivariate|both] [--horizons 96 192 336 720]
                           [--input-size 96] [--quick] [--compare neuralforecast] [--data DIR]
+                          [--seeds 1 2 3] [--last-checkpoint]
 
-One JSON line per result on stdout: our model (`experiment=etth1_<setting>`, the mean of a
-few seeds), the naive baselines on the same windows and, with --compare, neuralforecast's
-LSTM and the ratio of the two. Each ETTh1 column is one series of a global model (channel
-independence); the data module's per-series standard scaler, fitted on the training rows
-[0, 8640), is exactly the protocol's standardisation. The model sees rows [0, 11520) only
-(train + validation); the test windows are cut by `protocol` and forecast with the saved
-model's `Forecaster.predict_scaled`.
+One JSON line per result on stdout: the naive baselines, our model (`experiment=etth1_<setting>`,
+one line per seed; with several seeds also their ensemble, the mean of their forecasts) and,
+with --compare, neuralforecast's LSTM and the ratio of the two. Every line holds the test
+figures (`metrics`: MSE and MAE over every test window) and the validation figures beside them
+(`val_mse`, `val_mae`: every window of the protocol's validation part, rows [8640 - L, 11520),
+the part our model early-stops on), each model and baseline scored on the same windows; and it
+says what it is (`members`: 1 for one model, K for an ensemble).
+
+Each ETTh1 column is one series of a global model (channel independence); the data module's
+per-series standard scaler, fitted on the training rows [0, 8640), is exactly the protocol's
+standardisation. The model sees rows [0, 11520) only (train + validation: `training_table`);
+the validation and test windows are cut by `protocol` and forecast with the saved model's
+`Forecaster.predict_scaled`.
 
 `--write-long PATH` writes the standardised long table of rows [0, 14400) for
 `pipelines/train.py experiment=etth1_<setting> data.path=PATH`, whose test split is then the
@@ -33,7 +40,7 @@ import common  # noqa: E402
 import protocol  # noqa: E402
 
 SETTINGS = {"univariate": (protocol.ETT_TARGET,), "multivariate": protocol.ETT_COLUMNS}
-DEFAULT_SEEDS = (1, 2, 3)
+KEYS = ("mse", "mae")
 # CI budget: a few hundred steps, one horizon, one seed.
 QUICK = ("trainer.max_epochs=2", "trainer.limit_train_batches=25", "++trainer.limit_val_batches=4")
 
@@ -48,6 +55,18 @@ def long_table(values: np.ndarray, dates: pd.Series, columns: tuple[str, ...], e
             "y": values[:n].T.reshape(-1),
         }
     )
+
+
+def training_table(values: np.ndarray, dates: pd.Series, columns: tuple[str, ...]) -> pd.DataFrame:
+    """What a model trains on: rows [0, 11520) (train + validation), never a test row."""
+    return long_table(values, dates, columns, protocol.ETT_VAL_END)
+
+
+def split_windows(values: np.ndarray, dates: pd.Series, split: str, input_size: int, horizon: int):
+    """X (N, L, C), Y (N, H, C) of every window of `split` and each window's first target time."""
+    x, y = protocol.etth1_windows(values, split, input_size, horizon)
+    first_row = protocol.etth1_bounds(input_size)[split][0] + input_size  # window 0's first target
+    return x, y, dates.to_numpy()[first_row : first_row + len(x)]
 
 
 def predict_windows(
@@ -70,14 +89,30 @@ def predict_windows(
     return pred.reshape(C, n, -1).transpose(1, 2, 0)  # (N, H, C)
 
 
-def run_ours(
-    args, setting, values, dates, horizon, seeds, base_overrides, tmp: Path
-) -> tuple[dict, np.ndarray]:
-    """Train one model per seed, average their forecasts on every test window."""
+def line(setting: str, model: str, input_size: int, horizon: int, members: int = 1, **fields) -> dict:
+    return {
+        "dataset": "etth1",
+        "setting": setting,
+        "model": model,
+        "members": members,
+        "input_size": input_size,
+        "horizon": horizon,
+        **fields,
+    }
+
+
+def scores(pred: np.ndarray, y: np.ndarray, pred_val: np.ndarray | None, y_val: np.ndarray) -> dict:
+    """Test `metrics` and `val_*` fields of one forecast of every test and validation window."""
+    val = None if pred_val is None else protocol.score_windows(pred_val, y_val)
+    return {"metrics": common.rounded(protocol.score_windows(pred, y)), **common.val_fields(val or {})}
+
+
+def run_ours(args, setting, values, dates, horizon, seeds, base_overrides, tmp: Path):
+    """One line per seed (one model each) and, with several seeds, one for their ensemble."""
     columns = SETTINGS[setting]
     path = tmp / f"etth1_{setting}.parquet"
     if not path.exists():
-        long_table(values, dates, columns, protocol.ETT_VAL_END).to_parquet(path, index=False)
+        training_table(values, dates, columns).to_parquet(path, index=False)
     overrides = [
         f"experiment=etth1_{setting}",
         f"data.path={path}",
@@ -86,95 +121,133 @@ def run_ours(
         "data.test_size=0",  # the model never sees the test rows; protocol cuts the windows
         *base_overrides,
     ]
-    x, y = protocol.etth1_windows(values, "test", args.input_size, horizon)
-    first_row = protocol.etth1_bounds(args.input_size)["test"][0] + args.input_size  # window 0's
-    first_times = dates.to_numpy()[first_row : first_row + len(x)]
-    preds, train_s, predict_s, epochs = [], 0.0, 0.0, []
+    x, y, times = split_windows(values, dates, "test", args.input_size, horizon)
+    x_val, y_val, times_val = split_windows(values, dates, "val", args.input_size, horizon)
+    lines, preds, preds_val = [], [], []
     for seed in seeds:
-        trained = common.train(overrides, seed)
-        train_s += trained.seconds
-        epochs.append(trained.epochs)
+        trained = common.train(overrides, seed, last_checkpoint=args.last_checkpoint)
         with common.timer() as t:
-            preds.append(predict_windows(trained.forecaster, x, columns, first_times))
-        predict_s += t[0]
-    pred = common.mean_forecast(preds)
-    record = {
-        "dataset": "etth1",
-        "setting": setting,
-        "model": f"lstm x{len(seeds)}" if len(seeds) > 1 else "lstm",
-        "input_size": args.input_size,
-        "horizon": horizon,
-        "metrics": common.rounded(protocol.score_windows(pred, y)),
-        "train_s": round(train_s, 1),
-        "predict_s": round(predict_s, 2),
-        "peak_rss_mb": common.peak_rss_mb(),
-        "seeds": list(seeds),
-        "epochs": epochs,
-        "windows": int(len(x)),
-        "overrides": list(args.overrides),
-    }
+            pred = predict_windows(trained.forecaster, x, columns, times)
+        pred_val = predict_windows(trained.forecaster, x_val, columns, times_val)
+        preds.append(pred)
+        preds_val.append(pred_val)
+        lines.append(
+            line(
+                setting,
+                "lstm",
+                args.input_size,
+                horizon,
+                **scores(pred, y, pred_val, y_val),
+                train_s=round(trained.seconds, 1),
+                predict_s=round(t[0], 2),
+                peak_rss_mb=common.peak_rss_mb(),
+                seed=seed,
+                epochs=trained.epochs,
+                steps=trained.steps,
+                checkpoint=trained.checkpoint,
+                monitor=trained.monitor,
+                monitor_best=None if trained.val is None else round(float(trained.val), 4),
+                windows=int(len(x)),
+                val_windows=int(len(x_val)),
+                overrides=list(args.overrides),
+            )
+        )
     if len(seeds) > 1:
-        record["members"] = [common.rounded(protocol.score_windows(p, y)) for p in preds]
-    return record, pred
+        lines.append(
+            line(
+                setting,
+                common.ensemble_name("lstm", len(seeds)),
+                args.input_size,
+                horizon,
+                members=len(seeds),
+                **scores(common.mean_forecast(preds), y, common.mean_forecast(preds_val), y_val),
+                train_s=round(sum(r["train_s"] for r in lines), 1),
+                predict_s=round(sum(r["predict_s"] for r in lines), 2),
+                peak_rss_mb=common.peak_rss_mb(),
+                seeds=list(seeds),
+                checkpoint=lines[0]["checkpoint"],
+                windows=int(len(x)),
+                val_windows=int(len(x_val)),
+                overrides=list(args.overrides),
+            )
+        )
+    return lines, preds
 
 
 def run_baselines(setting, values, horizon, input_size) -> list[dict]:
     x, y = protocol.etth1_windows(values, "test", input_size, horizon)
+    x_val, y_val = protocol.etth1_windows(values, "val", input_size, horizon)
     out = []
     for name, fn in (
-        ("naive", lambda: protocol.last_value_windows(x, horizon)),
-        ("snaive", lambda: protocol.seasonal_naive_windows(x, horizon, 24)),
+        ("naive", lambda w: protocol.last_value_windows(w, horizon)),
+        ("snaive", lambda w: protocol.seasonal_naive_windows(w, horizon, 24)),
     ):
         with common.timer() as t:
-            pred = fn()
+            pred = fn(x)
         out.append(
-            {
-                "dataset": "etth1",
-                "setting": setting,
-                "model": name,
-                "input_size": input_size,
-                "horizon": horizon,
-                "metrics": common.rounded(protocol.score_windows(pred, y)),
-                "train_s": 0.0,
-                "predict_s": round(t[0], 3),
-                "peak_rss_mb": common.peak_rss_mb(),
-                "windows": int(len(x)),
-            }
+            line(
+                setting,
+                name,
+                input_size,
+                horizon,
+                **scores(pred, y, fn(x_val), y_val),
+                train_s=0.0,
+                predict_s=round(t[0], 3),
+                peak_rss_mb=common.peak_rss_mb(),
+                windows=int(len(x)),
+                val_windows=int(len(x_val)),
+            )
         )
     return out
 
 
-def run_neuralforecast(setting, values, dates, horizon, input_size, steps, loss, scaler) -> dict:
-    """neuralforecast's LSTM (2 x 128) on the same rows, windows and budget (one seed)."""
+def nf_windows(nf, frame: pd.DataFrame, columns, horizon: int) -> np.ndarray:
+    """The fitted model's forecasts of every window whose targets are the last 2880 rows of
+    `frame` (stride 1, no refit): (N, H, C) in the order of `protocol`'s windows."""
+    size = protocol.ETT_TEST_END - protocol.ETT_VAL_END  # 2880, the length of both parts
+    cv = nf.cross_validation(frame, test_size=size, n_windows=None, step_size=1, use_fitted=True)
+    cv = cv.sort_values(["unique_id", "cutoff", "ds"])  # cutoff = last input time stamp
+    return np.stack([cv[cv.unique_id == c]["LSTM"].to_numpy().reshape(-1, horizon) for c in columns], -1)
+
+
+def run_neuralforecast(setting, values, dates, horizon, input_size, steps, batch_size, seed) -> dict:
+    """neuralforecast's LSTM with its own settings, our windows per step and budget (one seed).
+
+    It fits on the same rows [0, 11520) with the same validation part (the last 2880 rows:
+    early stopping); then the fitted model forecasts every validation and every test window
+    (`cross_validation(use_fitted=True)`: no refit), which are the protocol's windows.
+    """
     from neuralforecast import NeuralForecast
 
     columns = SETTINGS[setting]
-    frame = long_table(values, dates, columns, protocol.ETT_TEST_END)
-    model = common.neuralforecast_lstm(horizon, input_size, steps, loss, scaler)
-    nf = NeuralForecast(models=[model], freq="h")
     size = protocol.ETT_TEST_END - protocol.ETT_VAL_END
-    with common.timer() as t:
-        cv = nf.cross_validation(frame, val_size=size, test_size=size, n_windows=None, step_size=1)
-    # cutoff = last input timestamp; step = position after it.
-    cv = cv.sort_values(["unique_id", "cutoff", "ds"])
-    n = size - horizon + 1
-    pred = np.stack([cv[cv.unique_id == c]["LSTM"].to_numpy().reshape(-1, horizon) for c in columns], -1)
+    model = common.neuralforecast_lstm(horizon, input_size, steps, batch_size, seed)
+    nf = NeuralForecast(models=[model], freq="h")
+    with common.timer() as fit_t:
+        nf.fit(training_table(values, dates, columns), val_size=size)
     x, y = protocol.etth1_windows(values, "test", input_size, horizon)
-    if pred.shape != y.shape:
-        raise RuntimeError(f"neuralforecast returned {pred.shape}, expected {y.shape} ({n} windows)")
-    return {
-        "dataset": "etth1",
-        "setting": setting,
-        "model": "neuralforecast-lstm",
-        "input_size": input_size,
-        "horizon": horizon,
-        "metrics": common.rounded(protocol.score_windows(pred, y)),
-        "train_s": round(t[0], 1),  # fit and forecast of every window together
-        "predict_s": None,
-        "peak_rss_mb": common.peak_rss_mb(),
-        "steps": steps,
-        "windows": int(len(x)),
-    }
+    x_val, y_val = protocol.etth1_windows(values, "val", input_size, horizon)
+    with common.timer() as pred_t:
+        pred = nf_windows(nf, long_table(values, dates, columns, protocol.ETT_TEST_END), columns, horizon)
+    pred_val = nf_windows(nf, training_table(values, dates, columns), columns, horizon)
+    if pred.shape != y.shape or pred_val.shape != y_val.shape:
+        raise RuntimeError(
+            f"neuralforecast returned {pred.shape} and {pred_val.shape}, expected {y.shape} and {y_val.shape}"
+        )
+    return line(
+        setting,
+        "neuralforecast-lstm",
+        input_size,
+        horizon,
+        **scores(pred, y, pred_val, y_val),
+        train_s=round(fit_t[0], 1),  # the fit alone
+        predict_s=round(pred_t[0], 2),  # every test window
+        peak_rss_mb=common.peak_rss_mb(),
+        seed=seed,
+        **common.neuralforecast_settings(steps, batch_size),
+        windows=int(len(x)),
+        val_windows=int(len(x_val)),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         common.require_neuralforecast()
     horizons = args.horizons[:1] if args.quick else args.horizons
-    seeds = args.seeds or (DEFAULT_SEEDS[:1] if args.quick else DEFAULT_SEEDS)
+    seeds = common.seeds_of(args)
     base = [*(QUICK if args.quick else ()), *args.overrides]
     with tempfile.TemporaryDirectory(prefix="etth1-") as tmp:
         for setting in settings:
@@ -211,28 +284,30 @@ def main(argv: list[str] | None = None) -> None:
                 if not args.no_baselines:
                     for record in run_baselines(setting, values, horizon, args.input_size):
                         common.emit(record)
-                ours, _ = run_ours(args, setting, values, frame["date"], horizon, seeds, base, Path(tmp))
-                common.emit(ours)
+                lines, _ = run_ours(args, setting, values, frame["date"], horizon, seeds, base, Path(tmp))
+                for record in lines:
+                    common.emit(record)
                 if args.compare:
                     cfg = common.compose([f"experiment=etth1_{setting}", *base], Path(tmp))
-                    steps = int(cfg.trainer.max_epochs) * int(cfg.trainer.limit_train_batches)
                     theirs = run_neuralforecast(
-                        setting, values, frame["date"], horizon, args.input_size, steps,
-                        cfg.model.loss, cfg.data.scaler,
+                        setting, values, frame["date"], horizon, args.input_size, common.budget(cfg),
+                        int(cfg.data.batch_size), seeds[0],
                     )  # fmt: skip
                     common.emit(theirs)
+                    ours = lines[0]  # a single model, the same seed as theirs
                     common.emit(
-                        {
-                            "dataset": "etth1",
-                            "setting": setting,
-                            "model": "ratio ours/neuralforecast-lstm",
-                            "input_size": args.input_size,
-                            "horizon": horizon,
-                            "metrics": {
-                                k: round(ours["metrics"][k] / theirs["metrics"][k], 3) for k in ("mse", "mae")
-                            },
-                            "train_s": round(ours["train_s"] / max(theirs["train_s"], 1e-9), 3),
-                        }
+                        line(
+                            setting,
+                            "ratio ours/neuralforecast-lstm",
+                            args.input_size,
+                            horizon,
+                            seed=ours["seed"],
+                            checkpoint=ours["checkpoint"],
+                            **common.ratios(ours, theirs, KEYS),
+                            # fit over fit (each side's training alone, forecasts not included)
+                            train_s=round(ours["train_s"] / max(theirs["train_s"], 1e-9), 3),
+                            predict_s=round(ours["predict_s"] / max(theirs["predict_s"], 1e-9), 3),
+                        )
                     )
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "load_m4_hourly",
     "long_to_array",
     "m4_to_long",
+    "m4_validation",
     "make_windows",
     "mase",
     "mase_per_series",
@@ -91,6 +92,22 @@ def load_m4_hourly(
     if any(r.size != M4_HORIZON for r in test_rows):
         raise ValueError(f"every M4 Hourly test row must hold {M4_HORIZON} values")
     return train, np.stack(test_rows), ids
+
+
+def m4_validation(
+    train: Sequence[ArrayLike], horizon: int = M4_HORIZON
+) -> tuple[list[NDArray[np.float64]], NDArray[np.float64]]:
+    """The validation windows of B1: histories (each series' training part less its last
+    `horizon` values) and targets (n_series, horizon), those last values.
+
+    They are the windows the model early-stops on (`data.val_size=48` of the training part):
+    the test part plays no role. Score them with `score_m4(f, histories, targets,
+    reference=...)`: MASE then scales by the history's own seasonal error.
+    """
+    arrays = [np.asarray(s, dtype=np.float64) for s in train]
+    if any(a.size <= horizon + M4_SEASON for a in arrays):
+        raise ValueError(f"every series needs more than {horizon + M4_SEASON} training values")
+    return [a[:-horizon].copy() for a in arrays], np.stack([a[-horizon:] for a in arrays])
 
 
 def m4_to_long(
@@ -187,13 +204,25 @@ def mase(
     return float(mase_per_series(actual, forecast, train, season_length).mean())
 
 
-def owa(smape_value: float, mase_value: float) -> float:
-    """Overall weighted average relative to the published M4 Hourly Naive2 figures."""
-    return (smape_value / NAIVE2_SMAPE + mase_value / NAIVE2_MASE) / 2.0
+def owa(
+    smape_value: float, mase_value: float, reference: tuple[float, float] = (NAIVE2_SMAPE, NAIVE2_MASE)
+) -> float:
+    """Overall weighted average relative to Naive2's (sMAPE, MASE) on the same windows: by
+    default the published M4 Hourly test figures; on other windows (validation), Naive2's own."""
+    return (smape_value / reference[0] + mase_value / reference[1]) / 2.0
 
 
-def score_m4(forecasts: ArrayLike, train: Sequence[ArrayLike], test: ArrayLike) -> dict[str, float]:
-    """B1 scores of an (n_series, 48) forecast: {'smape', 'mase', 'owa'}."""
+def score_m4(
+    forecasts: ArrayLike,
+    train: Sequence[ArrayLike],
+    test: ArrayLike,
+    reference: tuple[float, float] = (NAIVE2_SMAPE, NAIVE2_MASE),
+) -> dict[str, float]:
+    """B1 scores of an (n_series, 48) forecast: {'smape', 'mase', 'owa'}.
+
+    `train` is what precedes the scored values (the MASE scale); `reference` Naive2's sMAPE
+    and MASE on the same windows (the published test figures by default).
+    """
     f = np.asarray(forecasts, dtype=np.float64)
     y = np.asarray(test, dtype=np.float64)
     if f.shape != y.shape:
@@ -202,7 +231,7 @@ def score_m4(forecasts: ArrayLike, train: Sequence[ArrayLike], test: ArrayLike) 
         raise ValueError("forecasts contain NaN or inf")
     s = smape(y, f)
     m = mase(y, f, train)
-    return {"smape": s, "mase": m, "owa": owa(s, m)}
+    return {"smape": s, "mase": m, "owa": owa(s, m, reference)}
 
 
 # --------------------------------------------------------------------------------------

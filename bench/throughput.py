@@ -4,10 +4,12 @@
     python bench/throughput.py --quick              # small sizes, few steps (< 60 s)
     python bench/throughput.py --compare neuralforecast
 
-Prints one JSON object per line: `stage` (data | train | forecast), `model`, `series`,
-`wall_s`, `peak_rss_mb` and the stage's rate (`batches_per_s` | `windows_per_s` |
-`series_per_s`). With --compare, neuralforecast's LSTM runs on the same data and settings in
-the same run and the last line carries `ratio: true`, `train_speedup` and `forecast_speedup`.
+Prints one JSON object per line: `stage` (data | train | forecast), `model`, `members` (1: every
+model here is one model, one seed), `series`, `wall_s`, `peak_rss_mb` and the stage's rate
+(`batches_per_s` | `windows_per_s` | `series_per_s`). Speed and memory only: no accuracy figure,
+so no validation (`val_*`) figure either. With --compare, neuralforecast's LSTM runs on the same
+data and settings in the same run and the last line carries `ratio: true`, `train_speedup` and
+`forecast_speedup`.
 
 Every stage runs in a fresh process, so its peak memory is its own: the data and training
 stages as workers of this script, the forecast stage as the real command line
@@ -168,6 +170,7 @@ def worker_train(args: argparse.Namespace) -> None:
     record = {
         "stage": "train",
         "model": label(args.segment_len),
+        "members": 1,
         "series": len(dm.ids),
         "wall_s": round(wall, 2),
         "peak_rss_mb": peak_rss_mb(),
@@ -273,6 +276,7 @@ def worker_nf_train(args: argparse.Namespace) -> None:
         {
             "stage": "train",
             "model": "neuralforecast-lstm",
+            "members": 1,
             "series": int(df["unique_id"].nunique()),
             "wall_s": round(wall, 2),
             "peak_rss_mb": peak_rss_mb(),
@@ -460,6 +464,7 @@ def drive(args: argparse.Namespace) -> None:
                     rec = {
                         "stage": "forecast",
                         "model": label(seg),
+                        "members": 1,
                         "series": n,
                         "wall_s": round(wall, 2),
                         "peak_rss_mb": rss,
@@ -526,6 +531,7 @@ def compare(args, me, env, work, files, sizes, train_file, common, results) -> N
             {
                 "stage": "forecast",
                 "model": "neuralforecast-lstm",
+                "members": 1,
                 "series": n,
                 "wall_s": round(wall, 2),
                 "peak_rss_mb": rss,

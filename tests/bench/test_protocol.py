@@ -69,6 +69,24 @@ def test_m4_seasonal_naive_reference(m4):
     assert round(scores["owa"], 3) == 0.628
 
 
+def test_m4_validation_windows(m4):
+    """B1's validation windows: each series' last 48 training values, from the values before them;
+    scored like the test (MASE on the history's own seasonal error, OWA against Naive2 there)."""
+    train, _, _ = m4
+    history, target = protocol.m4_validation(train)
+    assert target.shape == (414, 48) and len(history) == 414
+    for series, before, after in zip(train, history, target, strict=True):
+        assert before.size == series.size - 48
+        np.testing.assert_array_equal(np.concatenate([before, after]), series)
+    n2 = protocol.score_m4(forecast_many(naive2, history, 48, season_length=24), history, target)
+    reference = (n2["smape"], n2["mase"])
+    assert (round(reference[0], 3), round(reference[1], 3)) == (19.225, 2.455)
+    sn = protocol.score_m4(
+        forecast_many(seasonal_naive, history, 48, season_length=24), history, target, reference=reference
+    )
+    assert (round(sn["smape"], 3), round(sn["mase"], 3), round(sn["owa"], 3)) == (14.570, 1.228, 0.629)
+
+
 def test_m4_naive2_reference(m4):
     train, test, _ = m4
     assert sum(seasonality_test(s, 24) for s in train) == 413

@@ -39,6 +39,16 @@ def test_m4_hourly_quick():
     assert (snaive["smape"], snaive["mase"]) == pytest.approx((13.912, 1.193), abs=5e-4)
     assert (naive2["smape"], naive2["mase"]) == pytest.approx((18.383, 2.395), abs=5e-4)
     assert 0 < by_model["lstm"]["metrics"]["owa"] < 2
+    # Validation beside test on every line (val OWA is relative to Naive2 on the same windows),
+    # and one model per line by default.
+    for line in lines:
+        assert line["members"] == 1
+        assert 0 < line["val_smape"] < 200 and 0 < line["val_mase"] and 0 < line["val_owa"]
+    assert by_model["naive2"]["val_owa"] == 1.0
+    ours = by_model["lstm"]
+    assert ours["seed"] == 1 and ours["checkpoint"] == "best" and ours["monitor"] == "val/smape"
+    # Our val_smape is scored on the windows the model early-stopped on: the same figure.
+    assert ours["val_smape"] == pytest.approx(ours["monitor_best"], rel=1e-3)
 
 
 @pytest.mark.slow
@@ -65,6 +75,9 @@ def test_etth1_quick():
     naive = next(line for line in lines if line["model"] == "naive")
     assert naive["metrics"]["mse"] == pytest.approx(0.0693, abs=5e-5)
     assert 0 < next(line for line in lines if line["model"] == "lstm")["metrics"]["mse"] < 1
+    for line in lines:  # validation beside test, every window of the validation part, one model
+        assert line["members"] == 1 and line["val_windows"] == 2880 - 96 + 1
+        assert 0 < line["val_mse"] < 1 and 0 < line["val_mae"] < 1
 
 
 @pytest.mark.parametrize("experiment", ["m4_hourly", "etth1_univariate", "etth1_multivariate"])
