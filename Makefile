@@ -8,9 +8,14 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= forecasts
 MODEL_NAME ?= forecast-lstm
+# make forecast: AS_OF=YYYY-MM-DD (or today: the UTC date); OVERWRITE=true redoes a day already done
+AS_OF ?= today
+OVERWRITE ?= false
+# make serve: the scoring server's port (make ui takes 5000)
+SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast demo backtest promote ui bench-quick wheel clean
+.PHONY: help install lint format test test-fast demo forecast backtest promote serve ui bench-quick wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -47,12 +52,22 @@ demo: $(STAMP) ## train on the embedded data, track + register in MLflow, batch-
 
 DEMO_DATA = $$($(PY) -c "from forecast.datasets import dataset_path; print(dataset_path('m4_hourly_sample'))")
 
+forecast: $(STAMP) ## batch forecast of the demo model as of AS_OF (default today) into forecasts/as_of=<date>/
+	$(PY) pipelines/batch_forecast.py model_uri=models:/$(MODEL_NAME)@champion input=$(DEMO_DATA) \
+		"output='$(DEMO_DIR)/as_of={as_of}/forecast.parquet'" as_of=$(AS_OF) overwrite=$(OVERWRITE)
+
 backtest: $(STAMP) ## backtest the demo model (@champion) on the embedded data, 5 cutoffs (after make demo)
 	$(PY) pipelines/backtest.py model_uri=models:/$(MODEL_NAME)@champion input=$(DEMO_DATA) \
 		n_windows=5 output=$(DEMO_DIR)/backtest.parquet
 
 promote: $(STAMP) ## promotion gate: the demo model @candidate against @champion (exit 3: champion kept)
 	$(PY) pipelines/promote.py name=$(MODEL_NAME) input=$(DEMO_DATA)
+
+# MLflow starts `uvicorn` by name, so the venv's bin goes on PATH; the store is MLFLOW_TRACKING_URI when set.
+serve: $(STAMP) ## MLflow's scoring server for the champion model on http://127.0.0.1:5001 (SERVE_PORT)
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		$(VENV)/bin/mlflow models serve -m "models:/$(MODEL_NAME)@champion" --env-manager local \
+		--host 127.0.0.1 --port $(SERVE_PORT)
 
 ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -11,16 +11,17 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.models import Model
 
+from forecast.asof import AsOf
 from forecast.cli import one_line
 from forecast.data.staging import prepare_output
 from forecast.engines.local import ProgressMode, forecast_file
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 Engine = Literal["local", "ray"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -229,16 +231,43 @@ def resolve_model(model_uri: str, retry: LoadRetry | None = None) -> tuple[Path,
     then a TrackingUnavailableError; a model, version, alias or run that does not exist, or
     is no forecast model, is a ModelNotFoundError at once.
     """
+    log.info("loading model %s", model_uri)
+    return _retrying(model_uri, retry or LoadRetry(), lambda: _resolve_once(model_uri))
+
+
+def pin_model(model_uri: str, retry: LoadRetry | None = None) -> ModelRef:
+    """What `model_uri` names now, without downloading it: a registry alias or version pinned to
+    its version (and training run); other URIs (`runs:/...`, a path) as they are.
+
+    Asks the registry with `resolve_model`'s retries and errors; cheap enough to run before
+    deciding whether a scheduled forecast was already done.
+    """
+    match = _REGISTRY_URI.match(model_uri)
+    if not match:
+        return ModelRef(uri=model_uri, name="", version="", run_id="")
+
+    def once() -> ModelRef:
+        client = MlflowClient()
+        if match["alias"]:
+            mv = client.get_model_version_by_alias(match["name"], match["alias"])
+        else:
+            mv = client.get_model_version(match["name"], match["version"])
+        return ModelRef(uri=model_uri, name=match["name"], version=str(mv.version), run_id=mv.run_id or "")
+
+    return _retrying(model_uri, retry or LoadRetry(), once)
+
+
+def _retrying(model_uri: str, retry: LoadRetry, once: Callable[[], T]) -> T:
+    """`once()`, retried with backoff while the tracking server is unreachable; MLflow's errors
+    about `model_uri` as a ModelNotFoundError or TrackingUnavailableError."""
     from mlflow.exceptions import MlflowException
 
-    retry = retry or LoadRetry()
     attempts = retry.retries + 1
     started = time.monotonic()
-    log.info("loading model %s", model_uri)
     for attempt in range(1, attempts + 1):
         try:
             with _http_limits(retry):
-                return _resolve_once(model_uri)
+                return once()
         except ForecastError:
             raise
         except Exception as err:
@@ -279,6 +308,18 @@ def load_registered(
     return Forecaster.load(folder, runtime=runtime), ref
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch forecast wrote, from what, and how much."""
+
+    output: Path
+    model: ModelRef
+    series: int
+    rows: int  # input rows forecast from (after the `as_of` cut)
+    dropped: int  # input rows after `as_of`
+    seconds: float
+
+
 def run_batch_forecast(
     model_uri: str,
     input_path: str,
@@ -292,23 +333,60 @@ def run_batch_forecast(
     progress: ProgressMode = "auto",
     ray: RayOptions | None = None,
     retry: LoadRetry | None = None,
+    as_of: AsOf | None = None,
 ) -> Path:
     """Forecast every series in `input_path` with the model at `model_uri`, write `output_path`.
 
     `local` writes one Parquet file; `ray` a folder of Parquet files. Either appears complete
     or not at all, and an earlier output stays intact when the run fails. The output path is
     checked (and leftovers of killed runs beside it removed) before the model is loaded;
-    `retry` says how model loading rides out a tracking server outage.
+    `retry` says how model loading rides out a tracking server outage; `as_of` cuts the
+    history at that date (`forecast.asof`). Scheduled runs go through `forecast.schedule`.
     """
+    return forecast_batch(
+        model_uri,
+        input_path,
+        output_path,
+        root_dir,
+        batch_size,
+        engine=engine,
+        runtime=runtime,
+        chunk_rows=chunk_rows,
+        progress=progress,
+        ray=ray,
+        retry=retry,
+        as_of=as_of,
+    ).output
+
+
+def forecast_batch(
+    model_uri: str,
+    input_path: str,
+    output_path: str,
+    root_dir: str = ".",
+    batch_size: int = 4096,
+    *,
+    engine: Engine = "local",
+    runtime: Runtime = "auto",
+    chunk_rows: int = 1_000_000,
+    progress: ProgressMode = "auto",
+    ray: RayOptions | None = None,
+    retry: LoadRetry | None = None,
+    as_of: AsOf | None = None,
+    metadata: dict[str, str] | None = None,
+) -> BatchResult:
+    """`run_batch_forecast`, returning what was done; `metadata` is added to the output's."""
     if engine not in ("local", "ray"):
         raise ConfigError(f"unknown engine {engine!r}; use local or ray")
+    as_of = as_of or AsOf(None)
     use_store(root_dir)
     started = time.perf_counter()
     prepare_output(output_path, folder=engine == "ray")
+    extra = {**as_of.metadata(), **(metadata or {})}
     if engine == "ray":
         from forecast.engines.ray import forecast_on_ray
 
-        return forecast_on_ray(
+        summary, ref = forecast_on_ray(
             model_uri,
             input_path,
             output_path,
@@ -316,16 +394,23 @@ def run_batch_forecast(
             batch_size=batch_size,
             runtime=runtime,
             retry=retry,
+            as_of=as_of,
+            metadata=extra,
+        )
+        return BatchResult(
+            summary.output, ref, summary.series, summary.rows, summary.dropped, time.perf_counter() - started
         )
     forecaster, ref = load_registered(model_uri, runtime=runtime, retry=retry)
+    as_of.check(forecaster.settings.freq, forecaster.columns.time_col)
     summary = forecast_file(
         forecaster,
         input_path,
         output_path,
-        ref.metadata(),
+        {**ref.metadata(), **extra},
         chunk_rows=chunk_rows,
         batch_size=batch_size,
         progress=progress,
+        as_of=as_of,
     )
     log.info(
         "forecast %d series x %d steps with %s (version %s, run %s; %s) in %.1fs -> %s",
@@ -338,4 +423,6 @@ def run_batch_forecast(
         time.perf_counter() - started,
         summary.output,
     )
-    return summary.output
+    return BatchResult(
+        summary.output, ref, summary.series, summary.rows, summary.dropped, time.perf_counter() - started
+    )

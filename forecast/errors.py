@@ -30,6 +30,10 @@ class DataValidationError(ForecastError, ValueError):
     exit_code = 4
 
 
+class NoHistoryError(DataValidationError):
+    """No row of the input is at or before `as_of` (a date before the history starts)."""
+
+
 class InputFileError(DataValidationError):
     """An input path that is missing, empty, a directory of nothing, truncated or unreadable."""
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from forecast.batch import LoadRetry, RayOptions, run_batch_forecast
+from forecast.batch import LoadRetry, RayOptions
 from forecast.cli import run_app
+from forecast.schedule import run_scheduled_forecast
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="batch_forecast")
 def main(cfg: DictConfig) -> None:
-    run_batch_forecast(
+    run_scheduled_forecast(
         model_uri=cfg.model_uri,
         input_path=cfg.input,
-        output_path=cfg.output,
+        output=cfg.output,
         root_dir=cfg.paths.root_dir,
+        as_of=cfg.as_of,
+        overwrite=cfg.overwrite,
+        experiment=cfg.experiment,
         batch_size=cfg.batch_size,
         engine=cfg.engine,
         runtime=cfg.runtime,

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class AppResult:
     code: int
     stderr: str
+    stdout: str = ""  # the log (Hydra logs to stdout)
 
     @property
     def last_line(self) -> str:
@@ -42,4 +43,5 @@ def run_inprocess(script: str, args: list[str], cwd: Path, monkeypatch, capsys) 
         from hydra.core.global_hydra import GlobalHydra
 
         GlobalHydra.instance().clear()
-    return AppResult(code, capsys.readouterr().err)
+    captured = capsys.readouterr()
+    return AppResult(code, captured.err, captured.out)

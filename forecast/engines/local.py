@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
+from forecast.asof import AsOf, HistoryCut
 from forecast.data.io import (
     check_input,
     csv_delimiter,
@@ -42,7 +43,7 @@ from forecast.data.io import (
 from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_stale
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import chunk_block
-from forecast.errors import ConfigError, NonFiniteError
+from forecast.errors import ConfigError, NoHistoryError, NonFiniteError
 from forecast.forecaster import Forecaster, ScaledWindows, log_padded
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class StreamSummary:
     unseen: int
     seconds: float
     padded: int = 0  # series shorter than the input window, padded in front (masked)
+    dropped: int = 0  # input rows after `as_of`, not used
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -322,16 +324,24 @@ def forecast_file(
     chunk_rows: int = 1_000_000,
     batch_size: int = 4096,
     progress: ProgressMode = "auto",
+    as_of: AsOf | None = None,
 ) -> StreamSummary:
-    """Forecast every series of `input_path` into the Parquet file `output_path`, streamed."""
+    """Forecast every series of `input_path` into the Parquet file `output_path`, streamed.
+
+    `as_of` drops the rows after that date (or step) as they are read (`forecast.asof`).
+    """
     if chunk_rows < 1 or batch_size < 1:
         raise ConfigError(f"chunk_rows and batch_size must be >= 1, got {chunk_rows} and {batch_size}")
     c = forecaster.columns
     args = (forecaster, output_path, metadata, input_rows(input_path), batch_size, progress)
+    cut = HistoryCut(as_of, c.time_col, input_path)
     try:
-        return _stream(read_batches(input_path, c, chunk_rows), *args)
+        summary = _stream(cut.tables(read_batches(input_path, c, chunk_rows)), *args)
+        return replace(summary, dropped=cut.dropped)
     except NotGrouped as err:
         reason = str(err)
+    except NoHistoryError:
+        raise
     except DataValidationError:
         # A series split across chunks looks short or gappy: only an error if it is not that.
         if is_grouped(input_path, c, chunk_rows):
@@ -343,7 +353,8 @@ def forecast_file(
         reason,
         c.id_col,
     )
-    return _stream(read_sorted(input_path, c, chunk_rows), *args)
+    cut = HistoryCut(as_of, c.time_col, input_path)
+    return replace(_stream(cut.tables(read_sorted(input_path, c, chunk_rows)), *args), dropped=cut.dropped)
 
 
 def is_grouped(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) -> bool:

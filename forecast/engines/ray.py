@@ -17,6 +17,7 @@ import functools
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +26,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pds
 
 from forecast.data.staging import fsync_tree, output_error, remove, staging_path, sweep_stale
 
 if TYPE_CHECKING:
-    from forecast.batch import LoadRetry, RayOptions
+    from forecast.asof import AsOf
+    from forecast.batch import LoadRetry, ModelRef, RayOptions
     from forecast.data.validation import ColumnSpec
+    from forecast.engines.local import StreamSummary
     from forecast.forecaster import Forecaster, Runtime
 
 # Ray workers import this module to run `tag_partitions` and `forecast_partition`: the heavy
@@ -203,17 +207,29 @@ def forecast_on_ray(
     batch_size: int = 4096,
     runtime: Runtime = "auto",
     retry: LoadRetry | None = None,
-) -> Path:
-    """Forecast every series of `input_path` on Ray into the folder `output_path`."""
+    as_of: AsOf | None = None,
+    metadata: dict[str, str] | None = None,
+) -> tuple[StreamSummary, ModelRef]:
+    """Forecast every series of `input_path` on Ray into the folder `output_path`.
+
+    `as_of` drops the rows after that date (or step) in the workers, before the shuffle;
+    `metadata` is added to the output files' own.
+    """
     ray = _import_ray()
     import mlflow
 
+    from forecast.asof import AsOf, cut_table, no_history
     from forecast.batch import resolve_model
     from forecast.data.validation import validate_long_frame
+    from forecast.engines.local import StreamSummary
     from forecast.forecaster import Forecaster
 
+    started = time.perf_counter()
+    as_of = as_of or AsOf(None)
     folder, ref = resolve_model(model_uri, retry)  # fail early, here, if it is not a forecast model
-    columns = Forecaster.load(folder).columns
+    loaded = Forecaster.load(folder)
+    columns = loaded.columns
+    as_of.check(loaded.settings.freq, columns.time_col)
     names = [columns.id_col, columns.time_col, columns.target_col]
     source, sep = check_input(input_path, columns)
     started_here = not ray.is_initialized()
@@ -225,8 +241,24 @@ def forecast_on_ray(
         # machine (`ray start` leaves /tmp/ray/ray_current_cluster behind), and refuse num_cpus.
         ray.init(address=options.address or "local", include_dashboard=False, **kwargs)
     try:
-        data = _read(ray, source, sep, names)
+        data = raw = _read(ray, source, sep, names)
+        dropped = 0
+        if as_of.value is not None:
+            data = raw.map_batches(
+                cut_table, fn_kwargs={"as_of": as_of, "time_col": columns.time_col}, batch_format="pyarrow"
+            )
         rows = data.count()
+        if as_of.value is not None:
+            dropped = raw.count() - rows
+            log.info(
+                "as_of=%s: kept %d rows (%s), dropped %d",
+                as_of.label,
+                rows,
+                as_of.describe(columns.time_col),
+                dropped,
+            )
+        if rows == 0 and dropped:
+            raise no_history(as_of, source, _earliest(raw, columns.time_col), columns.time_col)
         if rows == 0:  # the contract's "no rows" error
             validate_long_frame(pd.DataFrame(columns=names), columns=columns)
         partitions = max(1, math.ceil(rows / options.rows_per_partition))
@@ -247,7 +279,7 @@ def forecast_on_ray(
                     "tracking_uri": mlflow.get_tracking_uri(),
                     "runtime": runtime,
                     "batch_size": batch_size,
-                    "metadata": ref.metadata(),
+                    "metadata": {**ref.metadata(), **(metadata or {})},
                 },
                 batch_format="pyarrow",
                 concurrency=workers,
@@ -272,4 +304,16 @@ def forecast_on_ray(
         ref.version or "-",
         output_path,
     )
-    return Path(output_path)
+    series = pds.dataset(str(output_path), format="parquet").count_rows() // loaded.settings.horizon
+    seconds = time.perf_counter() - started
+    summary = StreamSummary(Path(output_path), series, rows, partitions, 0, seconds, dropped=dropped)
+    return summary, ref
+
+
+def _earliest(data, time_col: str) -> object:
+    """The first time stamp of a Ray dataset, for the message of a cut that left nothing (None if unknown)."""
+    try:
+        return data.min(time_col)
+    except Exception as err:  # a column Ray cannot aggregate (mixed text): the message goes without it
+        log.debug("could not find the first time stamp: %s", err)
+        return None

@@ -63,7 +63,14 @@ def ensure_experiment(name: str, root_dir: str | Path) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=artifact_location(uri, root_dir))
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifact_location(uri, root_dir))
+    except mlflow.exceptions.MlflowException:
+        # Another process created it meanwhile (two scheduled jobs starting on a fresh store).
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def mlflow_logger(

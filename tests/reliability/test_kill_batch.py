@@ -151,6 +151,7 @@ def start(world: World, output: Path, extra: list[str], inject: str | None = Non
         command = [sys.executable, str(wrapper), script]
         env.update(KILL_AT=inject, KILL_OUTPUT=str(output))
     args = [f"model_uri={MODEL}", f"input={world.big}", f"output={output}", "progress=none"]
+    args.append("overwrite=true")  # every run forecasts: a committed output is not "already done"
     args.append(f"hydra.run.dir={output.parent / 'hydra' / tag}")
     with log.open("w") as sink:
         proc = subprocess.Popen(

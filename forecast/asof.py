@@ -1,0 +1,232 @@
+"""`as_of`: the day a scheduled batch forecast is made for, and the cut of the history at it.
+
+A forecast as of a day sees the history up to the end of that day and nothing later, so that a
+rerun for a past day (a backfill, a retry the next morning) forecasts from the same rows even
+when the input has grown since:
+
+- a date `YYYY-MM-DD` (or `today`: the current date in UTC) keeps the rows with
+  `ds < as_of + 1 day`, i.e. every time stamp of that day (the 24 hours of hourly data; for
+  daily data this is `ds <= as_of`);
+- an integer keeps the rows with `ds <= as_of`, for models of integer time steps;
+- `None` (`as_of=null`) keeps everything.
+
+Rows whose time stamp cannot be compared here (null, unparseable, time-zone-aware) are kept, so
+that the data contract's validation refuses them with its own message. This module imports no
+torch, MLflow or Lightning: Ray workers run the cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forecast.errors import ConfigError, NoHistoryError
+
+log = logging.getLogger(__name__)
+
+TODAY = "today"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_INTEGER = re.compile(r"[+-]?\d+")
+_EPOCH = date(1970, 1, 1)
+_TICKS_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+_INT64 = (-(2**63), 2**63 - 1)
+_FORMS = "give a date YYYY-MM-DD, today (the current date in UTC), an integer time step or null"
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """A parsed `as_of`: a date, an integer time step, or None for no cut."""
+
+    value: date | int | None
+
+    @classmethod
+    def parse(cls, value: object, now: datetime | None = None) -> AsOf:
+        """`today`, `YYYY-MM-DD`, an integer or None (`null`/`none`); anything else is a ConfigError."""
+        if value is None:
+            return cls(None)
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"as_of={value!r} is not a date: {_FORMS}")
+        if isinstance(value, int):
+            return cls(value)
+        text = value.strip()
+        if text.lower() in ("null", "none"):
+            return cls(None)
+        if text.lower() == TODAY:
+            return cls((now or datetime.now(UTC)).date())
+        if _INTEGER.fullmatch(text):
+            return cls(int(text))
+        if _DATE.fullmatch(text):
+            try:
+                return cls(date.fromisoformat(text))
+            except ValueError as err:
+                raise ConfigError(f"as_of={value!r} is not a calendar date ({err}): {_FORMS}") from None
+        raise ConfigError(f"as_of={value!r} is not a date: {_FORMS}")
+
+    @property
+    def label(self) -> str:
+        """How the date is written in paths, metadata and MLflow tags: `2026-11-22`, `42`, `none`."""
+        if self.value is None:
+            return "none"
+        return self.value.isoformat() if isinstance(self.value, date) else str(self.value)
+
+    def metadata(self) -> dict[str, str]:
+        """The output file's metadata entry (none when nothing is cut)."""
+        return {} if self.value is None else {"forecast.as_of": self.label}
+
+    def describe(self, time_col: str = "ds") -> str:
+        """The rows kept, for logs and messages: `ds < 2026-11-23 00:00:00`."""
+        if self.value is None:
+            return "every row"
+        if isinstance(self.value, int):
+            return f"{time_col} <= {self.value}"
+        try:
+            return f"{time_col} < {datetime.combine(self.value + timedelta(days=1), datetime.min.time())}"
+        except OverflowError:  # 9999-12-31: nothing is later
+            return "every row"
+
+    def check(self, freq: str | int, time_col: str = "ds") -> None:
+        """A date for a model of integer steps (or the reverse) is a ConfigError, before any row is read."""
+        if self.value is None:
+            return
+        if isinstance(freq, int) and not isinstance(self.value, int):
+            raise ConfigError(
+                f"as_of={self.label} is a date, but the model's time column {time_col!r} holds integer "
+                "steps: give as_of=<the last step to keep> or as_of=null"
+            )
+        if not isinstance(freq, int) and isinstance(self.value, int):
+            raise ConfigError(
+                f"as_of={self.value} is an integer time step, but the model's time column {time_col!r} "
+                f"holds time stamps (frequency {freq!r}): give as_of=YYYY-MM-DD"
+            )
+
+    def keep(self, table: pa.Table, time_col: str) -> pa.Table:
+        """The rows of `table` at or before `as_of` (all of them when nothing is cut)."""
+        if self.value is None or table.num_rows == 0:
+            return table
+        mask = self._mask(table.column(time_col), time_col)
+        if mask is None:
+            return table
+        mask = pc.fill_null(mask, True)  # a row that cannot be compared is validation's to refuse
+        if pc.all(mask).as_py():
+            return table
+        return table.filter(mask)
+
+    def _mask(self, column: pa.ChunkedArray, time_col: str) -> pa.ChunkedArray | pa.Array | None:
+        """True where a row is kept; None where this column cannot be compared here."""
+        kind = column.type
+        numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        if isinstance(self.value, int):
+            if numeric:
+                return pc.less_equal(column, pa.scalar(self.value))
+            if pa.types.is_null(kind):
+                return None
+            raise ConfigError(
+                f"as_of={self.value} is an integer time step, but the time column {time_col!r} holds "
+                f"{kind} values: give as_of=YYYY-MM-DD"
+            )
+        if numeric:
+            raise ConfigError(
+                f"as_of={self.label} is a date, but the time column {time_col!r} holds integer steps: "
+                "give as_of=<the last step to keep> or as_of=null"
+            )
+        if pa.types.is_timestamp(kind):
+            if kind.tz is not None:  # refused by validation, which names the zone
+                return None
+            ticks = (self.value - _EPOCH).days * _TICKS_PER_DAY[kind.unit] + _TICKS_PER_DAY[kind.unit]
+            if ticks > _INT64[1]:
+                return None  # later than any time stamp of this unit: nothing is cut
+            if ticks < _INT64[0]:
+                return pc.is_null(column)  # earlier than any time stamp: only nulls stay (for validation)
+            return pc.less(column.cast(pa.int64()), pa.scalar(ticks, pa.int64()))
+        if pa.types.is_date(kind):
+            return pc.less_equal(column, pa.scalar(self.value, kind))
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return self._text_mask(column)
+        return None
+
+    def _text_mask(self, column: pa.ChunkedArray) -> pa.Array | None:
+        """Time stamps as text (a CSV read by pandas): parsed as validation parses them."""
+        text = column.to_pandas()
+        try:
+            parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+            if parsed.isna().sum() > text.isna().sum():
+                parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+        except (ValueError, TypeError, OverflowError):  # mixed UTC offsets: validation refuses them
+            return None
+        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            return None
+        try:
+            cutoff = pd.Timestamp(self.value + timedelta(days=1))
+        except (OverflowError, ValueError):  # beyond pandas' range: nothing is later
+            return None
+        keep = (parsed < cutoff) | parsed.isna()
+        return pa.array(keep.to_numpy(dtype=bool))
+
+
+def cut_table(table: pa.Table, as_of: AsOf, time_col: str) -> pa.Table:
+    """`AsOf.keep` as a plain function, for Ray Data's `map_batches`."""
+    return as_of.keep(table, time_col)
+
+
+def no_history(as_of: AsOf, source: object, first: object, time_col: str = "ds") -> NoHistoryError:
+    """The error for an input with no row left at or before `as_of`, naming the date."""
+    since = f"its first time stamp is {_plain(first)}" if first is not None else "every row is later"
+    return NoHistoryError(
+        f"no history at or before as_of={as_of.label} in {source}: {since} (kept rows: "
+        f"{as_of.describe(time_col)}); give a later as_of or check the input"
+    )
+
+
+def _plain(value: object) -> str:
+    """A time stamp as `2024-01-01 00:00:00` rather than `datetime.datetime(...)`."""
+    if isinstance(value, datetime | date):
+        return str(pd.Timestamp(value))
+    return str(value)
+
+
+class HistoryCut:
+    """Cuts a stream of input tables at `as_of` and counts what it kept and dropped."""
+
+    def __init__(self, as_of: AsOf | None, time_col: str, source: object):
+        self.as_of = as_of or AsOf(None)
+        self.time_col, self.source = time_col, source
+        self.kept = self.dropped = 0
+        self._first: object = None
+
+    def tables(self, tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+        """The tables without their rows after `as_of`; NoHistoryError when no row is left."""
+        for table in tables:
+            kept = self.as_of.keep(table, self.time_col)
+            self.kept += kept.num_rows
+            self.dropped += table.num_rows - kept.num_rows
+            if not self.kept and table.num_rows:  # the first time stamp, for the error below
+                first = pc.min(table.column(self.time_col)).as_py()
+                if first is not None and (self._first is None or _earlier(first, self._first)):
+                    self._first = first
+            if kept.num_rows:
+                yield kept
+        if self.dropped and not self.kept:
+            raise no_history(self.as_of, self.source, self._first, self.time_col)
+        if self.as_of.value is not None:
+            log.info(
+                "as_of=%s: kept %d rows (%s), dropped %d later row(s)",
+                self.as_of.label,
+                self.kept,
+                self.as_of.describe(self.time_col),
+                self.dropped,
+            )
+
+
+def _earlier(a: object, b: object) -> bool:
+    """a < b, for values of one column (False when they cannot be compared)."""
+    try:
+        return a < b  # type: ignore[operator]
+    except TypeError:
+        return False
