@@ -236,12 +236,7 @@ def resolve_model(model_uri: str, retry: LoadRetry | None = None) -> tuple[Path,
 
 
 def pin_model(model_uri: str, retry: LoadRetry | None = None) -> ModelRef:
-    """What `model_uri` names now, without downloading it: a registry alias or version pinned to
-    its version (and training run); other URIs (`runs:/...`, a path) as they are.
-
-    Asks the registry with `resolve_model`'s retries and errors; cheap enough to run before
-    deciding whether a scheduled forecast was already done.
-    """
+    """The version an alias names now, without a download: cheap enough to decide "already done"."""
     match = _REGISTRY_URI.match(model_uri)
     if not match:
         return ModelRef(uri=model_uri, name="", version="", run_id="")
@@ -258,8 +253,7 @@ def pin_model(model_uri: str, retry: LoadRetry | None = None) -> ModelRef:
 
 
 def _retrying(model_uri: str, retry: LoadRetry, once: Callable[[], T]) -> T:
-    """`once()`, retried with backoff while the tracking server is unreachable; MLflow's errors
-    about `model_uri` as a ModelNotFoundError or TrackingUnavailableError."""
+    """`once()`, retried while the server is unreachable; MLflow's errors as our one-line ones."""
     from mlflow.exceptions import MlflowException
 
     attempts = retry.retries + 1

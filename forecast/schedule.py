@@ -83,8 +83,7 @@ def written_metadata(path: Path) -> dict[str, str] | None:
 
 
 def already_done(path: Path, as_of: AsOf, ref: ModelRef, input_path: str) -> bool:
-    """Whether `path` holds the forecast for `as_of` from this model version and input path
-    (never when as_of=null)."""
+    """Whether `path` holds this as_of's forecast from this model version and input (never for null)."""
     if as_of.value is None or not path.exists():
         return False
     meta = written_metadata(path)
@@ -114,8 +113,7 @@ def batch_key(ref: ModelRef, as_of: AsOf, output: Path) -> str:
 def open_run(
     experiment_id: str, key: str | None, params: dict[str, str], tags: dict[str, str], name: str
 ) -> BatchRun:
-    """The run for `key`: the existing one reopened when its params match, else a new one (always
-    a new one without a key: as_of=null forecasts whatever the input holds today)."""
+    """The run of `key`, reopened when its params match, else a new one (always new for as_of=null)."""
     client = MlflowClient()
     found = []
     if key is not None:
@@ -146,8 +144,7 @@ def open_run(
 
 
 def close_run(run_id: str, result: BatchResult) -> None:
-    """Log what the forecast did and mark the run FINISHED (the output is written: a tracking
-    failure here is logged, not raised)."""
+    """Log the metrics and mark the run FINISHED; the output is written, so a failure here only warns."""
     client = MlflowClient()
     try:
         metrics = {
