@@ -25,7 +25,7 @@ import pandas as pd
 from forecast.data.io import read_table, write_parquet_atomic
 from forecast.errors import ConfigError, DataValidationError, require_int
 from forecast.forecaster import Forecaster, Runtime, SeriesBlock, check_finite
-from forecast.intervals import ConformalIntervals, calibrate, check_levels, interval_scores
+from forecast.intervals import ConformalIntervals, calibrate, check_levels, interval_scores, score_units
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def backtest_frame(
     point = preds[:, :, s.point_index].astype(np.float64)
     qpred = np.sort(preds.astype(np.float64), axis=-1) if quantiles else None
     intervals = forecaster.intervals
-    bounds = intervals.bounds(point, scaled.scale) if intervals is not None else {}
+    bounds = intervals.bounds(point, scaled.scale, scaled.windows) if intervals is not None else {}
     cells = interval_scores(y, bounds, intervals.levels) if intervals is not None else {}
     steps = np.broadcast_to(np.arange(H), (len(end), H))
     windows = np.broadcast_to(window[:, None], (len(end), H))
@@ -278,9 +278,11 @@ def backtest_frame(
     by_step = pd.DataFrame({"step": np.arange(1, H + 1), **scores["step"]})
     calibrated = None
     if calibrate_levels:
-        # The conformity scores of forecast.intervals: errors in units of each window's scale.
-        errors = np.abs(y - point) / scaled.scale[:, None].astype(np.float64)  # NaN where y is missing
-        calibrated = calibrate(errors, calibrate_levels, "backtest")
+        # The conformity scores of forecast.intervals, in the unit of the model's own intervals.
+        kind = intervals.scale if intervals is not None else "series"
+        unit = scaled.scale.astype(np.float64) * score_units(kind, scaled.windows)
+        errors = np.abs(y - point) / unit[:, None]  # NaN where y is missing
+        calibrated = calibrate(errors, calibrate_levels, "backtest", kind)
     if calibrated is not None:
         for level, q in zip(calibrated.levels, calibrated.quantiles, strict=True):
             by_step[f"calibrated_q{level}"] = q

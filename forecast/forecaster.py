@@ -380,7 +380,7 @@ class Forecaster:
         for q, name in enumerate(s.output_columns):
             out[name] = preds[:, :, q].reshape(-1)
         if self.intervals is not None:
-            bounds = self.intervals.bounds(preds[:, :, s.point_index], windows.scale)
+            bounds = self.intervals.bounds(preds[:, :, s.point_index], windows.scale, windows.windows)
             for name, values in bounds.items():
                 out[name] = values.reshape(-1)
         return out

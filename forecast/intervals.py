@@ -2,11 +2,13 @@
 
 The conformity score of a forecast step is its absolute error in units of the series' scale,
 |y - y_hat| / scale (the scale the saved scaler divides by, or an unseen series' own), so one
-set of per-step quantiles serves series of every level. For each configured level (in percent)
-and horizon step h, the stored quantile q_h is the ceil((n + 1) * level)-th smallest of the n
-held-out scores of step h; the forecast's interval is y_hat -/+ q_h * scale. When the held-out
-windows and the future ones are exchangeable, that interval covers the truth with probability at
-least `level` (and less than `level` + 1 / (n + 1) without ties).
+set of per-step quantiles serves series of every level. With `scale="window"` the unit is also
+multiplied by the spread of the window's own input (its standard deviation in series scales),
+so intervals widen after volatile inputs and narrow after calm ones. For each configured level
+(in percent) and horizon step h, the stored quantile q_h is the ceil((n + 1) * level)-th
+smallest of the n held-out scores of step h; the forecast's interval is y_hat -/+ q_h * unit.
+When the held-out windows and the future ones are exchangeable, that interval covers the truth
+with probability at least `level` (and less than `level` + 1 / (n + 1) without ties).
 
 Scores come from held-out windows: the validation windows at training time (`window_residuals`)
 or the windows of a backtest (`forecast.backtest`). docs/evaluation.md says which is which.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,29 @@ log = logging.getLogger(__name__)
 
 INTERVALS = "intervals.json"  # beside model.json in the forecaster's folder; optional
 FORMAT_VERSION = 1
+SCALES = ("series", "window")
+# Floor of a window's spread (in series scales): a flat input must not give a zero-width interval.
+MIN_SPREAD = 1e-2
+
+
+def check_scale(scale: object) -> str:
+    """`series` or `window`, else a ConfigError naming the option."""
+    if scale not in SCALES:
+        raise ConfigError(f"interval_scale must be 'series' or 'window', got {scale!r}")
+    return str(scale)
+
+
+def score_units(scale: str, windows: np.ndarray | None) -> np.ndarray | float:
+    """(N,) what each window's errors are divided by, in series scales: 1, or its input's spread.
+
+    `windows`: (N, L) inputs scaled by the series' scale, NaN where missing (or padded).
+    """
+    if scale == "series":
+        return 1.0
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an input with one observed step
+        spread = np.nanstd(np.asarray(windows, dtype=np.float64), axis=1)
+    return np.maximum(np.nan_to_num(spread, nan=MIN_SPREAD), MIN_SPREAD)
 
 
 def check_levels(levels: Iterable[object] | None) -> list[int]:
@@ -87,16 +113,20 @@ class ConformalIntervals:
     quantiles: np.ndarray  # (n_levels, H) float64, in units of the series' scale
     windows: np.ndarray  # (H,) int64 held-out scores per step
     source: str = "validation"  # where the scores came from: validation | backtest
+    scale: str = "series"  # the unit of the scores: series | window (see the module docstring)
 
     @property
     def columns(self) -> list[str]:
         """`y_hat_lo_80`, `y_hat_hi_80`, ... in the order of the levels."""
         return [f"y_hat_{side}_{level}" for level in self.levels for side in ("lo", "hi")]
 
-    def bounds(self, point: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
-        """(N, H) point forecasts and (N,) series scales -> {column: (N, H) bound}."""
+    def bounds(
+        self, point: np.ndarray, scale: np.ndarray, windows: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """(N, H) point forecasts, (N,) series scales and (N, L) scaled inputs (NaN where
+        missing) -> {column: (N, H) bound}."""
         out: dict[str, np.ndarray] = {}
-        scale = np.asarray(scale, dtype=np.float64)[:, None]
+        scale = (np.asarray(scale, dtype=np.float64) * score_units(self.scale, windows))[:, None]
         for level, q in zip(self.levels, self.quantiles, strict=True):
             half = (q[None, :] * scale).astype(point.dtype, copy=False)
             out[f"y_hat_lo_{level}"] = point - half
@@ -107,7 +137,8 @@ class ConformalIntervals:
         pairs = zip(self.levels, self.quantiles, strict=True)
         return {
             "format_version": FORMAT_VERSION,
-            "method": "split conformal, |y - y_hat| / series scale, per horizon step",
+            "method": "split conformal, |y - y_hat| / unit, per horizon step",
+            "scale": self.scale,
             "source": self.source,
             "levels": list(self.levels),
             "quantiles": {str(level): [float(v) for v in q] for level, q in pairs},
@@ -123,7 +154,10 @@ class ConformalIntervals:
             )
         levels = [int(level) for level in raw["levels"]]
         quantiles = np.array([raw["quantiles"][str(level)] for level in levels], dtype=np.float64)
-        return cls(levels, quantiles, np.asarray(raw["windows"], dtype=np.int64), raw.get("source", "?"))
+        windows = np.asarray(raw["windows"], dtype=np.int64)
+        return cls(
+            levels, quantiles, windows, raw.get("source", "?"), check_scale(raw.get("scale", "series"))
+        )
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / INTERVALS
@@ -138,14 +172,15 @@ class ConformalIntervals:
 
 
 def calibrate(
-    scores: np.ndarray, levels: Iterable[int], source: str = "validation"
+    scores: np.ndarray, levels: Iterable[int], source: str = "validation", scale: str = "series"
 ) -> ConformalIntervals | None:
-    """Conformal quantiles of (n, H) held-out scores for every level the scores suffice for.
+    """Conformal quantiles of (n, H) held-out scores (in `scale`'s unit, see `score_units`) for
+    every level the scores suffice for.
 
     A level that needs more held-out windows than some step has (19 for 95%) is left out with
     a warning rather than stored as an infinite bound; None when no level is left.
     """
-    levels = check_levels(levels)
+    levels, scale = check_levels(levels), check_scale(scale)
     scores = np.asarray(scores, dtype=np.float64)
     counts = np.isfinite(scores).sum(axis=0) if scores.ndim == 2 else np.zeros(0, np.int64)
     fewest = int(counts.min()) if counts.size else 0
@@ -162,12 +197,15 @@ def calibrate(
     if not kept:
         return None
     quantiles = np.stack([conformal_quantile(scores, level) for level in kept])
-    return ConformalIntervals(kept, quantiles, counts.astype(np.int64), source)
+    return ConformalIntervals(kept, quantiles, counts.astype(np.int64), source, scale)
 
 
-def window_residuals(forecaster: Forecaster, dataset: WindowDataset, batch_size: int = 4096) -> np.ndarray:
-    """(n_windows, H) scores |y - y_hat| / scale of the forecaster on a split's windows, NaN where
+def window_residuals(
+    forecaster: Forecaster, dataset: WindowDataset, batch_size: int = 4096, scale: str = "series"
+) -> np.ndarray:
+    """(n_windows, H) scores |y - y_hat| / unit of the forecaster on a split's windows, NaN where
     the target is missing: the windows come scaled by the same training scaler the model keeps."""
+    scale = check_scale(scale)
     point = forecaster.settings.point_index
     parts = []
     for start in range(0, len(dataset), batch_size):
@@ -175,7 +213,9 @@ def window_residuals(forecaster: Forecaster, dataset: WindowDataset, batch_size:
         x = np.where(batch["x_mask"].numpy(), batch["x"].numpy(), np.float32(np.nan))
         step, series = (batch[k].numpy() if k in batch else None for k in ("step", "series"))
         pred = forecaster.predict_scaled(x, batch_size, step, series)[:, :, point]  # (B, H)
-        err = np.abs(batch["y"].numpy().astype(np.float64) - pred)
+        err = np.abs(batch["y"].numpy().astype(np.float64) - pred) / np.reshape(
+            score_units(scale, x), (-1, 1)
+        )
         parts.append(np.where(batch["y_mask"].numpy(), err, np.nan))
     if not parts:
         return np.zeros((0, forecaster.settings.horizon))

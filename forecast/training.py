@@ -40,7 +40,7 @@ from forecast.distributed import hydra_job_argv
 from forecast.engines.onnx import onnx_export_available
 from forecast.errors import NonFiniteError, TrackingUnavailableError
 from forecast.forecaster import Forecaster, ForecasterSettings
-from forecast.intervals import calibrate, check_levels, window_residuals
+from forecast.intervals import calibrate, check_levels, check_scale, window_residuals
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.module import ForecastModule
 from forecast.plotting import plot_forecasts
@@ -62,12 +62,16 @@ log = logging.getLogger(__name__)
 
 
 def build_forecaster(
-    module: ForecastModule, dm: SeriesDataModule, intervals: Sequence[int] = ()
+    module: ForecastModule,
+    dm: SeriesDataModule,
+    intervals: Sequence[int] = (),
+    interval_scale: str = "series",
 ) -> Forecaster:
     """Package the trained net with the data module's scaler and settings.
 
     `intervals` (levels in percent): conformal intervals calibrated on the validation windows,
-    out of sample for the weights though early stopping chose among checkpoints on them.
+    out of sample for the weights though early stopping chose among checkpoints on them;
+    `interval_scale`: their unit, `series` or `window` (`forecast.intervals`).
     """
     assert dm.scaler is not None and dm.data_freq is not None, "data module not set up"
     settings = ForecasterSettings(
@@ -87,8 +91,8 @@ def build_forecaster(
     )
     forecaster = Forecaster(module.net.cpu(), dm.scaler, settings)
     if intervals:
-        scores = window_residuals(forecaster, dm.datasets["val"], dm.eval_batch_size)
-        forecaster.intervals = calibrate(scores, intervals, "validation")
+        scores = window_residuals(forecaster, dm.datasets["val"], dm.eval_batch_size, interval_scale)
+        forecaster.intervals = calibrate(scores, intervals, "validation", interval_scale)
         if forecaster.intervals is not None:
             log.info(
                 "intervals %s%% calibrated on %d validation windows", forecaster.intervals.levels, len(scores)
@@ -164,7 +168,7 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
     """Log config, dataset, baseline, plot and pyfunc model to the run; register it when asked."""
     uri = use_store(cfg.paths.root_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    forecaster = build_forecaster(module, dm, cfg.get("intervals") or ())
+    forecaster = build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "series"))
     forecaster.export = serving_exports(cfg.get("export", "auto"))
     version = None
     with mlflow.start_run(run_id=run_id) as run:
@@ -240,7 +244,9 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
     # A resume reads its checkpoint safely (weights only) before anything else and restores
     # the run's own config from it (forecast.checkpoints; docs/training.md).
     resume = resolve_resume(cfg.get("resume"), cfg.paths.log_dir)
-    check_levels(cfg.get("intervals"))  # a bad level fails now, not after the training
+    # Bad interval settings fail now, not after the training.
+    check_levels(cfg.get("intervals"))
+    check_scale(cfg.get("interval_scale", "series"))
     saved = load_checkpoint(resume) if resume else {}
     overrides = task_overrides()
     if resume:
@@ -340,7 +346,7 @@ def _keep_unpublished(
     return keep_unpublished(
         folder,
         logger,
-        build_forecaster(module, dm, cfg.get("intervals") or ()),
+        build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "series")),
         example.reset_index(drop=True),
         OmegaConf.to_yaml(cfg, resolve=True),
         params,

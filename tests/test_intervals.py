@@ -15,12 +15,21 @@ import torch
 from app_runner import run_inprocess
 from pipeline_helpers import register_forecaster
 
-from forecast.backtest import backtest_frame, levels_to_calibrate
+from forecast.backtest import backtest_frame, cutoff_ends, levels_to_calibrate
 from forecast.batch import run_batch_forecast
 from forecast.data import SeriesDataModule
 from forecast.errors import ConfigError, ModelNotFoundError
-from forecast.forecaster import Forecaster
-from forecast.intervals import INTERVALS, calibrate, check_levels, conformal_quantile, min_windows
+from forecast.forecaster import Forecaster, SeriesBlock
+from forecast.intervals import (
+    INTERVALS,
+    MIN_SPREAD,
+    calibrate,
+    check_levels,
+    check_scale,
+    conformal_quantile,
+    min_windows,
+    score_units,
+)
 from forecast.models import ForecastModule
 from forecast.training import build_forecaster
 
@@ -64,14 +73,27 @@ def test_levels_are_whole_percents():
         levels_to_calibrate("80", [80])
 
 
-@pytest.fixture
-def forecaster(tiny_frame) -> Forecaster:
+def test_window_units_are_the_inputs_spread_with_a_floor():
+    nan = np.nan
+    windows = np.array([[1.0, 3.0, nan, 1.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0], [nan, nan, nan, nan, 5.0]])
+    assert score_units("series", windows) == 1.0
+    np.testing.assert_allclose(score_units("window", windows), [1.0, MIN_SPREAD, MIN_SPREAD])
+    with pytest.raises(ConfigError, match="interval_scale must be 'series' or 'window'"):
+        check_scale("level")
+
+
+def tiny_model(frame: pd.DataFrame, scale: str = "series") -> Forecaster:
     """An untrained (seeded) net calibrated on 6 x 55 validation windows at 80% and 95%."""
     torch.manual_seed(0)
-    dm = SeriesDataModule(frame=tiny_frame, freq="h", input_size=L, horizon=H, val_size=60)
+    dm = SeriesDataModule(frame=frame, freq="h", input_size=L, horizon=H, val_size=60)
     dm.setup()
     module = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4)
-    return build_forecaster(module, dm, [80, 95])
+    return build_forecaster(module, dm, [80, 95], scale)
+
+
+@pytest.fixture
+def forecaster(tiny_frame) -> Forecaster:
+    return tiny_model(tiny_frame)
 
 
 def test_forecast_writes_interval_columns_that_save_and_load(forecaster, tiny_frame, tmp_path):
@@ -91,6 +113,32 @@ def test_forecast_writes_interval_columns_that_save_and_load(forecaster, tiny_fr
     assert stored["levels"] == [80, 95] and len(stored["quantiles"]["95"]) == H
     again = Forecaster.load(path)
     pd.testing.assert_frame_equal(again.predict(tiny_frame), out)
+
+
+def test_window_scaled_intervals_follow_each_inputs_spread(tiny_frame, tmp_path):
+    model = tiny_model(tiny_frame, "window")
+    out = model.predict(tiny_frame)
+    windows = model.scaled_windows(SeriesBlock.from_frame(model.validate(tiny_frame).frame, model.columns))
+    unit = windows.scale * np.nanstd(windows.windows, axis=1)  # (6,) series scale x input spread
+    half = (out["y_hat_hi_80"] - out["y_hat_lo_80"]).to_numpy() / 2
+    np.testing.assert_allclose(half, np.outer(unit, model.intervals.quantiles[0]).reshape(-1), rtol=1e-4)
+    again = Forecaster.load(model.save(tmp_path / "model"))
+    assert again.intervals.scale == "window"
+    pd.testing.assert_frame_equal(again.predict(tiny_frame), out)
+    # The backtest calibrates in the model's own unit: the same quantiles from the same errors.
+    result = backtest_frame(model, tiny_frame, n_windows=3, step=2, season_length=24, calibrate_levels=[80])
+    t = result.table
+    cut = SeriesBlock.from_frame(model.validate(tiny_frame).frame, model.columns)
+    ends = cutoff_ends(cut, H, 3, 2).reshape(-1)
+    series = np.repeat(np.arange(len(cut)), 3)
+    cut = SeriesBlock(cut.ids[series], cut.starts[series], ends, cut.values, cut.last_time[series])
+    scaled = model.scaled_windows(cut)
+    unit = scaled.scale * np.nanstd(scaled.windows, axis=1)
+    errors = np.abs(t["y"] - t["y_hat"]).to_numpy(np.float64).reshape(-1, H) / unit[:, None]
+    np.testing.assert_allclose(
+        result.calibrated.quantiles[0], np.sort(errors, axis=0)[int(np.ceil(19 * 0.8)) - 1], rtol=1e-4
+    )
+    assert result.calibrated.scale == "window"
 
 
 def test_a_model_without_the_intervals_file_still_loads(forecaster, tiny_frame, tmp_path):
@@ -191,23 +239,18 @@ def stationary_frame(n_series: int, length: int, seed: int) -> pd.DataFrame:
     )
 
 
-@pytest.mark.slow
-def test_a_trained_models_80_percent_intervals_cover_80_percent_of_held_out_windows():
-    """Calibrated on the validation windows, scored on every test window (targets never trained on).
-
-    Tolerance 5 points: four data/model seeds gave 78.3 to 80.4% (150 steps). The same quantiles
-    read in raw units instead of series scales covered far less, so the check can fail.
-    """
+@pytest.fixture(scope="module")
+def trained() -> tuple[pd.DataFrame, SeriesDataModule, ForecastModule]:
+    """A tiny model trained 150 steps on 24 stationary series: 61 validation and 61 test windows each."""
     import lightning as L_
 
     frame = stationary_frame(n_series=24, length=400, seed=0)
     torch.manual_seed(0)
-    size, horizon = 72, 12
     dm = SeriesDataModule(
-        frame=frame, freq="h", input_size=48, horizon=horizon, val_size=size, test_size=size, batch_size=64
+        frame=frame, freq="h", input_size=48, horizon=12, val_size=72, test_size=72, batch_size=64
     )
     module = ForecastModule(
-        input_size=48, horizon=horizon, hidden_size=16, head_hidden=32, segment_len=12, window_norm=True
+        input_size=48, horizon=12, hidden_size=16, head_hidden=32, segment_len=12, window_norm=True
     )
     trainer = L_.Trainer(
         max_steps=150,
@@ -219,7 +262,21 @@ def test_a_trained_models_80_percent_intervals_cover_80_percent_of_held_out_wind
         limit_val_batches=0,
     )
     trainer.fit(module, datamodule=dm)
-    forecaster = build_forecaster(module, dm, [80])
+    return frame, dm, module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", ["series", "window"])
+def test_a_trained_models_80_percent_intervals_cover_80_percent_of_held_out_windows(trained, scale):
+    """Calibrated on the validation windows, scored on every test window (targets never trained on).
+
+    Tolerance 5 points: four data/model seeds gave 78.3 to 80.4% (series scale, 150 steps). The
+    same quantiles read in raw units instead of series scales covered far less, so the check
+    can fail.
+    """
+    frame, dm, module = trained
+    horizon, size = dm.horizon, dm.test_size
+    forecaster = build_forecaster(module, dm, [80], scale)
     # Every test window: the last cutoff leaves `horizon` steps, the first `size` before the end.
     result = backtest_frame(forecaster, frame, n_windows=size - horizon + 1, step=1, season_length=24)
     assert result.n_windows == 24 * (size - horizon + 1)
