@@ -149,18 +149,10 @@ def _refused_login(err: BaseException) -> int | None:
 
 
 def _login_error(server: str, status: int) -> TrackingUnavailableError:
-    """The one line for a refused login: which variables to check (never their values)."""
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if status == 401 and not user:
-        what = "requires a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
-    elif status == 401:
-        what = (
-            f"rejected the credentials of user {user!r} (HTTP 401): check MLFLOW_TRACKING_USERNAME "
-            "and MLFLOW_TRACKING_PASSWORD"
-        )
-    else:
-        what = f"denied user {user!r} access (HTTP 403): ask its admin for permission"
-    return TrackingUnavailableError(f"MLflow tracking server {server} {what}")
+    """The one line for a refused login, as training says it (forecast.tracking.outage)."""
+    from forecast.tracking.outage import auth_error
+
+    return auth_error(server, status)
 
 
 def _server(uri: str) -> str:

@@ -138,7 +138,8 @@ def reason(err: BaseException) -> str:
     return (lines[0] if lines else type(err).__name__)[:200]
 
 
-def _auth_error(uri: str, status: int) -> TrackingAuthError:
+def auth_error(uri: str, status: int) -> TrackingAuthError:
+    """The one line for a refused login: which variables to check (never their values)."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     if status == 401 and not user:
         what = "requires a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
@@ -202,7 +203,7 @@ def check_server(uri: str, timeout: float = 30, retries: int = 1) -> None:
     except Exception as err:
         status = http_status(err)
         if status in (401, 403):
-            raise _auth_error(uri, status) from err
+            raise auth_error(uri, status) from err
         if not is_outage(err) and status is None:
             raise
         raise _unreachable(uri, err, f"{retries + 1} attempts in {time.monotonic() - started:.0f} s") from err
@@ -291,7 +292,7 @@ class ResilientMLFlowLogger(MLFlowLogger):
         except Exception as err:
             status = http_status(err)
             if status in (401, 403):
-                raise _auth_error(self._tracking_uri, status) from err
+                raise auth_error(self._tracking_uri, status) from err
             if not is_outage(err):
                 raise
             raise TrackingUnavailableError(
