@@ -65,7 +65,7 @@ def build_forecaster(
     module: ForecastModule,
     dm: SeriesDataModule,
     intervals: Sequence[int] = (),
-    interval_scale: str = "series",
+    interval_scale: str = "window",
 ) -> Forecaster:
     """Package the trained net with the data module's scaler and settings.
 
@@ -168,7 +168,7 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
     """Log config, dataset, baseline, plot and pyfunc model to the run; register it when asked."""
     uri = use_store(cfg.paths.root_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    forecaster = build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "series"))
+    forecaster = build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "window"))
     forecaster.export = serving_exports(cfg.get("export", "auto"))
     version = None
     with mlflow.start_run(run_id=run_id) as run:
@@ -246,7 +246,7 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
     resume = resolve_resume(cfg.get("resume"), cfg.paths.log_dir)
     # Bad interval settings fail now, not after the training.
     check_levels(cfg.get("intervals"))
-    check_scale(cfg.get("interval_scale", "series"))
+    check_scale(cfg.get("interval_scale", "window"))
     saved = load_checkpoint(resume) if resume else {}
     overrides = task_overrides()
     if resume:
@@ -346,7 +346,7 @@ def _keep_unpublished(
     return keep_unpublished(
         folder,
         logger,
-        build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "series")),
+        build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "window")),
         example.reset_index(drop=True),
         OmegaConf.to_yaml(cfg, resolve=True),
         params,
