@@ -9,6 +9,7 @@ repository root; skipped when it is absent.
 """
 
 import importlib
+import logging
 import os
 import sys
 import types
@@ -36,6 +37,16 @@ def _require(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"benchmark data not found: {path}")
     return DATA
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The scripts' `quiet()` sets library loggers to ERROR: undo it for the tests that follow."""
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "forecast")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture
