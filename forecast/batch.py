@@ -148,24 +148,6 @@ def _refused_login(err: BaseException) -> int | None:
     return None
 
 
-def _login_error(server: str, status: int) -> TrackingUnavailableError:
-    """The one line for a refused login, as training says it (forecast.tracking.outage)."""
-    from forecast.tracking.outage import auth_error
-
-    return auth_error(server, status)
-
-
-def _server(uri: str) -> str:
-    """The tracking URI without any user:password part, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        parts = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
-    return urlunsplit(parts)
-
-
 @contextmanager
 def _http_limits(retry: LoadRetry) -> Iterator[None]:
     """Turn MLflow's own HTTP retries off and cap each request's wait, unless the user set them."""
@@ -257,15 +239,18 @@ def _retrying(model_uri: str, retry: LoadRetry, once: Callable[[], T]) -> T:
         except ForecastError:
             raise
         except Exception as err:
+            # Only on failure: forecast.tracking.outage imports Lightning, which the batch path avoids.
+            from forecast.tracking.outage import auth_error, server_name
+
             login = _refused_login(err)
             if login is not None:  # retrying cannot help
-                raise _login_error(_server(mlflow.get_tracking_uri()), login) from err
+                raise auth_error(server_name(mlflow.get_tracking_uri()), login) from err
             reason = _unreachable(err, retry.timeout_s)
             if reason is None:
                 if isinstance(err, MlflowException) and err.error_code in _NOT_FOUND:
                     raise ModelNotFoundError(f"model not found: {model_uri} ({one_line(err)})") from err
                 raise
-            server = _server(mlflow.get_tracking_uri())
+            server = server_name(mlflow.get_tracking_uri())
             if attempt == attempts:
                 raise TrackingUnavailableError(
                     f"cannot reach the MLflow tracking server at {server} to load {model_uri}: "
