@@ -91,3 +91,18 @@ def test_experiments_compose(experiment, tmp_path):
     module = instantiate(cfg.model, n_series=7)  # training passes the data's count (per-series cycles)
     assert module.net.window_norm and module.net.skip is not None
     assert cfg.data.val_size >= cfg.data.horizon and cfg.data.test_size == cfg.data.val_size
+
+
+@pytest.mark.slow
+def test_demo_defaults_quick():
+    """The embedded-data defaults script needs no benchmark data: one line per variant, val beside test."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    lines = run_bench("demo_defaults.py", ["--quick"], env, timeout=240)
+    assert [line["variant"] for line in lines] == ["default", "model.window_norm=false"]
+    for line in lines:
+        assert line["members"] == 1 and line["dataset"] == "m4_hourly_sample"
+        assert set(line["metrics"]) == {"mae", "rmse", "smape", "mase"}
+        assert all(0 < line[f"val_{k}"] < 1e6 for k in ("mae", "rmse", "smape", "mase"))
+        assert line["monitor"] == "val/loss"
+    # The two variants are different models: their validation figures differ.
+    assert lines[0]["val_mae"] != lines[1]["val_mae"]
