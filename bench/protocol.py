@@ -1,10 +1,10 @@
-"""Benchmark protocols B1 (M4 Hourly) and B2 (ETTh1) of `BENCHMARKS.md`.
+"""Benchmark protocols B1 (M4 Hourly), B2 (ETTh1) and B4 (EPF) of `BENCHMARKS.md`.
 
 Loading, splits and scoring. Bench scripts put `bench/` on `sys.path` and
 `import protocol`. Nothing here knows where the data lives: every loader takes the data
-folder (the one holding `m4-hourly/` and `ett/`). Definitions follow the published ones
-exactly so that figures compare with the literature; `tests/bench/test_protocol.py`
-checks the reference figures of `BENCHMARKS.md`.
+folder (the one holding `m4-hourly/`, `ett/` and `epf/`). Definitions follow the published
+ones exactly so that figures compare with the literature; `tests/bench/test_protocol.py`
+and `tests/bench/test_protocol_epf.py` check the reference figures of `BENCHMARKS.md`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "EPF_COVARIATES",
+    "EPF_DAY",
+    "EPF_MARKETS",
+    "EPF_TEST_DAYS",
+    "EPF_VAL_DAYS",
     "ETT_COLUMNS",
     "ETT_TARGET",
     "ETT_TEST_END",
@@ -28,12 +33,17 @@ __all__ = [
     "M4_SEASON",
     "NAIVE2_MASE",
     "NAIVE2_SMAPE",
+    "epf_bounds",
+    "epf_day_windows",
+    "epf_naive",
+    "epf_origins",
     "etth1_bounds",
     "etth1_standardized",
     "etth1_test_windows",
     "etth1_windows",
     "fit_standardizer",
     "last_value_windows",
+    "load_epf",
     "load_etth1",
     "load_m4_hourly",
     "long_to_array",
@@ -43,6 +53,7 @@ __all__ = [
     "mase",
     "mase_per_series",
     "owa",
+    "score_epf",
     "score_m4",
     "score_windows",
     "seasonal_naive_windows",
@@ -363,3 +374,130 @@ def seasonal_naive_windows(x: ArrayLike, horizon: int, season_length: int = 24) 
     if input_len < season_length:
         raise ValueError(f"input length {input_len} is shorter than the season {season_length}")
     return xs[:, input_len - season_length + np.arange(horizon) % season_length, :]
+
+
+# --------------------------------------------------------------------------------------
+# B4. EPF (day-ahead electricity prices)
+# --------------------------------------------------------------------------------------
+
+EPF_MARKETS = ("NP", "PJM", "BE")
+EPF_DAY = 24  # hours per day: the horizon, and the stride between forecast origins
+EPF_TEST_DAYS = 728  # the last 728 days of each file (Lago et al. 2021)
+EPF_VAL_DAYS = 364  # validation: the last 364 days before the test period (a choice, not the paper's)
+# The two day-ahead forecasts of each file, in file order, under short snake_case names (the
+# files' own headers differ per market, carry a space after each comma, and PJM's a typo).
+EPF_COVARIATES = {
+    "NP": ("load_forecast", "wind_forecast"),  # grid load, wind power
+    "PJM": ("load_forecast", "zonal_load_forecast"),  # system load, COMED zonal load
+    "BE": ("generation_forecast", "load_forecast"),  # French generation, French system load
+}
+
+
+def load_epf(data_dir: str | PathLike[str], market: str) -> pd.DataFrame:
+    """Load `epf/<market>.csv` as a long table: unique_id (the market), ds, y and the two
+    covariates (`EPF_COVARIATES[market]`), one row per hour.
+
+    Checks what the protocol relies on: four columns, hourly time stamps without gaps, no
+    missing value.
+    """
+    if market not in EPF_COVARIATES:
+        raise ValueError(f"unknown EPF market {market!r}; one of {EPF_MARKETS}")
+    path = Path(data_dir) / "epf" / f"{market}.csv"
+    raw = pd.read_csv(path, skipinitialspace=True)  # the header has a space after each comma
+    if raw.shape[1] != 4:
+        raise ValueError(f"{path}: expected 4 columns (date, price, two forecasts), got {list(raw.columns)}")
+    covariates = EPF_COVARIATES[market]
+    frame = pd.DataFrame(
+        {
+            "unique_id": market,
+            "ds": pd.to_datetime(raw.iloc[:, 0]),
+            "y": raw.iloc[:, 1].astype(np.float64),
+            covariates[0]: raw.iloc[:, 2].astype(np.float64),
+            covariates[1]: raw.iloc[:, 3].astype(np.float64),
+        }
+    )
+    if frame.isna().any().any():
+        raise ValueError(f"{path}: missing values")
+    steps = frame["ds"].diff().iloc[1:]
+    if not (steps == pd.Timedelta(hours=1)).all():
+        raise ValueError(f"{path}: time stamps are not hourly without gaps")
+    if len(frame) % EPF_DAY or frame["ds"].iloc[0].hour != 0:
+        raise ValueError(f"{path}: expected whole days starting at midnight")
+    return frame
+
+
+def epf_bounds(n_rows: int, val_days: int = EPF_VAL_DAYS) -> dict[str, tuple[int, int]]:
+    """Row ranges [start, end) of the forecast targets of each part of B4.
+
+    test: the last 728 days; train: every row before them (what the model may see, once);
+    val: the last `val_days` days of train (early stopping and every choice of settings),
+    fit: train less val. All borders fall on midnight (rows are whole days from midnight).
+    """
+    test_start = n_rows - EPF_TEST_DAYS * EPF_DAY
+    val_start = test_start - val_days * EPF_DAY
+    if val_days < 1 or val_start <= 0:
+        raise ValueError(f"{n_rows} rows leave no training part before {val_days} validation days")
+    return {
+        "fit": (0, val_start),
+        "val": (val_start, test_start),
+        "train": (0, test_start),
+        "test": (test_start, n_rows),
+    }
+
+
+def epf_origins(start: int, end: int) -> NDArray[np.int64]:
+    """The first target row of every forecast day in [start, end): one per midnight."""
+    if start % EPF_DAY or end % EPF_DAY or end <= start:
+        raise ValueError(f"[{start}, {end}) is not a range of whole days")
+    return np.arange(start, end, EPF_DAY, dtype=np.int64)
+
+
+def epf_day_windows(
+    values: ArrayLike, start: int, end: int, input_len: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Every forecast day of target rows [start, end): X (days, L) the L prices before its
+    midnight (up to the end of d - 1), Y (days, 24) its prices.
+
+    The covariates of day d (known up to its end) are rows [o - L, o + 24) of the covariate
+    columns for origin o = `epf_origins(start, end)`; `bench/epf.py` cuts them itself.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    origins = epf_origins(start, end)
+    if origins[0] < input_len:
+        raise ValueError(f"the first day at row {origins[0]} has fewer than {input_len} prices before it")
+    x = v[origins[:, None] - input_len + np.arange(input_len)]
+    y = v[origins[:, None] + np.arange(EPF_DAY)]
+    return x, y
+
+
+def epf_naive(values: ArrayLike, start: int, end: int, lag: int) -> NDArray[np.float64]:
+    """Naive forecast of every day of [start, end): the prices `lag` hours earlier (days, 24).
+
+    lag 24: daily naive (day d - 1); lag 168: weekly naive (day d - 7), the rMAE reference.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    origins = epf_origins(start, end)
+    if origins[0] < lag:
+        raise ValueError(f"the first day at row {origins[0]} has no price {lag} hours earlier")
+    return v[origins[:, None] - lag + np.arange(EPF_DAY)]
+
+
+def score_epf(actual: ArrayLike, forecast: ArrayLike, weekly_naive: ArrayLike) -> dict[str, float]:
+    """B4 scores over all hours: MAE, RMSE, sMAPE (percent, 200 |y - f| / (|y| + |f|), 0 where
+    both are 0) and rMAE = MAE / MAE of `weekly_naive` on the same hours."""
+    y = np.asarray(actual, dtype=np.float64)
+    f = np.asarray(forecast, dtype=np.float64)
+    w = np.asarray(weekly_naive, dtype=np.float64)
+    if y.shape != f.shape or y.shape != w.shape:
+        raise ValueError(f"shapes differ: actual {y.shape}, forecast {f.shape}, weekly naive {w.shape}")
+    if not np.all(np.isfinite(f)):
+        raise ValueError("forecasts contain NaN or inf")
+    err = np.abs(y - f)
+    den = np.abs(y) + np.abs(f)
+    mae = float(err.mean())
+    return {
+        "mae": mae,
+        "rmse": float(np.sqrt(np.mean(err * err))),
+        "smape": float(200.0 * np.divide(err, den, out=np.zeros_like(err), where=den > 0).mean()),
+        "rmae": mae / float(np.abs(y - w).mean()),
+    }
