@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,12 +22,18 @@ from forecast.data.validation import (
     ColumnSpec,
     DataValidationError,
     ValidatedFrame,
+    _coerce_time,
     _examples,
+    _plain,
     validate_long_frame,
 )
 from forecast.errors import ConfigError, ModelNotFoundError, NonFiniteError
 from forecast.intervals import INTERVALS, ConformalIntervals
+from forecast.models.inputs import input_keys
 from forecast.models.registry import build_net
+
+if TYPE_CHECKING:
+    from forecast.data.covariates import CovariateEncoder
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +42,12 @@ WEIGHTS, SETTINGS, SCALER = "weights.safetensors", "model.json", "scaler.parquet
 ONNX = "model.onnx"  # optional serving copy of the network (see `Forecaster.save(export=...)`)
 
 Runtime = Literal["auto", "torch", "onnx"]
-# (B, L) float32 scaled windows with zeros where missing, (B, L) bool observed, (B,) int64 step
-# numbers and series codes (None unless the net learns a cycle) -> (B, H, Q) float32
-NetRunner = Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]
+# The batch (forecast.models.inputs: x (B, L) float32 scaled windows with zeros where missing,
+# x_mask (B, L) bool, step/series (B,) int64 for learned cycles, covariates) -> (B, H, Q) float32.
+# A runner reads the keys its net needs and ignores the others.
+NetRunner = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+# The batch keys of the positional call every net takes (`net(x, x_mask, step, series)`).
+PLAIN_KEYS = ("x", "x_mask", "step", "series")
 
 
 @dataclass
@@ -54,6 +63,9 @@ class ForecasterSettings:
     scaler: str
     quantiles: list[float] = field(default_factory=list)
     missing: str = "error"
+    # The fitted covariate encoder (`forecast.data.covariates.CovariateEncoder.to_dict()`);
+    # None: the model reads the target alone (every model saved before covariates existed).
+    covariates: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     forecast_version: str = __version__
 
@@ -87,11 +99,47 @@ def future_timestamps(last: pd.Series, horizon: int, freq: str | int) -> np.ndar
 
 
 @dataclass
+class CovariateRows:
+    """A block's encoded covariates: per row, per series, and where each series' horizon is.
+
+    `rows` holds the `CovariateEncoder.encode_rows` arrays ("futr", "futr_cat", "hist",
+    "hist_cat"), one row per row of the block's values and possibly more after them (horizon
+    rows from a separate future table); `ahead[i]` is the first of series i's `horizon`
+    consecutive rows there. The input window of series i ending at row e is rows[e - L:e], as
+    for the target, so a backtest that cuts series earlier sets `ahead` to the cut.
+    """
+
+    rows: dict[str, np.ndarray]  # key -> (rows, width)
+    static: dict[str, np.ndarray]  # "static" (n, S) float32, "static_cat" (n, Sc) int64
+    ahead: np.ndarray  # (n,) int64
+
+    def take(self, order: np.ndarray) -> CovariateRows:
+        """The same rows for the series in `order`."""
+        return CovariateRows(self.rows, {k: v[order] for k, v in self.static.items()}, self.ahead[order])
+
+    def windows(self, positions: np.ndarray, padded: np.ndarray, horizon: int) -> dict[str, np.ndarray]:
+        """Batch arrays for windows at `positions` ((n, L) rows, `padded` True before a series'
+        start): futr over the input window and the horizon, hist over the window, static."""
+        safe = np.maximum(positions, 0)  # (n, L); padded steps are zeroed below
+        ahead = self.ahead[:, None] + np.arange(horizon)  # (n, H)
+        out: dict[str, np.ndarray] = {}
+        for key, values in self.rows.items():
+            window = values[safe]  # (n, L, width)
+            window[padded] = 0
+            if key in ("futr", "futr_cat"):
+                window = np.concatenate([window, values[ahead]], axis=1)  # (n, L + H, width)
+            out[key] = window
+        out.update(self.static)
+        return out
+
+
+@dataclass
 class SeriesBlock:
     """Whole, validated series laid end to end: series i is values[starts[i]:ends[i]].
 
     The unit of work of every forecast path (one-shot, streamed chunks, Ray partitions), so
     that they all compute the same numbers. Series are in output order (sorted by id).
+    `covariates`: the encoded covariates of a model that reads them (`Forecaster.covariate_block`).
     """
 
     ids: np.ndarray  # (n,) series ids
@@ -99,6 +147,7 @@ class SeriesBlock:
     ends: np.ndarray  # (n,) int64
     values: np.ndarray  # (rows,) float32, NaN where missing
     last_time: np.ndarray  # (n,) datetime64 or int64: each series' last time stamp
+    covariates: CovariateRows | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -115,6 +164,17 @@ class SeriesBlock:
             ends=ends,
             values=frame[columns.target_col].to_numpy(dtype=np.float32),
             last_time=frame[columns.time_col].to_numpy()[ends - 1],
+        )
+
+    def take(self, order: np.ndarray) -> SeriesBlock:
+        """The same rows, series in `order`."""
+        return SeriesBlock(
+            self.ids[order],
+            self.starts[order],
+            self.ends[order],
+            self.values,
+            self.last_time[order],
+            None if self.covariates is None else self.covariates.take(order),
         )
 
 
@@ -150,6 +210,7 @@ class ScaledWindows:
     padded: int = 0  # how many series were shorter than the input (padded in front, masked)
     step: np.ndarray | None = None  # (n,) int64 step number of the first forecast step (cycles)
     series: np.ndarray | None = None  # (n,) int64 series code, 0 = unseen (per-series cycles)
+    covariates: dict[str, np.ndarray] | None = None  # batch key -> (n, ...) encoded covariates
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -158,16 +219,25 @@ class ScaledWindows:
     def concat(cls, parts: Sequence[ScaledWindows]) -> ScaledWindows:
         if len(parts) == 1:
             return parts[0]
+
+        def joined(name: str) -> np.ndarray | None:
+            first = getattr(parts[0], name)
+            return None if first is None else np.concatenate([getattr(p, name) for p in parts])
+
+        covariates = None
+        if parts[0].covariates is not None:
+            covariates = {k: np.concatenate([p.covariates[k] for p in parts]) for k in parts[0].covariates}
         return cls(
-            ids=np.concatenate([p.ids for p in parts]),
-            last_time=np.concatenate([p.last_time for p in parts]),
-            windows=np.concatenate([p.windows for p in parts]),
-            loc=np.concatenate([p.loc for p in parts]),
-            scale=np.concatenate([p.scale for p in parts]),
+            ids=joined("ids"),
+            last_time=joined("last_time"),
+            windows=joined("windows"),
+            loc=joined("loc"),
+            scale=joined("scale"),
             unseen=sum(p.unseen for p in parts),
             padded=sum(p.padded for p in parts),
-            step=None if parts[0].step is None else np.concatenate([p.step for p in parts]),
-            series=None if parts[0].series is None else np.concatenate([p.series for p in parts]),
+            step=joined("step"),
+            series=joined("series"),
+            covariates=covariates,
         )
 
 
@@ -184,15 +254,32 @@ def check_finite(preds: np.ndarray, ids: np.ndarray, show: int = 5) -> None:
     )
 
 
-def torch_runner(net: nn.Module) -> NetRunner:
-    """Run the PyTorch network without autograd bookkeeping."""
+def torch_runner(net: nn.Module, keys: Sequence[str] = ("x", "x_mask")) -> NetRunner:
+    """Run the PyTorch network on the batch keys it reads (`input_keys`), without autograd.
 
-    def run(x: np.ndarray, mask: np.ndarray, step=None, series=None) -> np.ndarray:
-        extra = [None if a is None else torch.from_numpy(a) for a in (step, series)]
+    A net without covariates gets the positional call `net(x, x_mask[, step, series])`, as
+    before covariates existed; one with covariates gets the batch dict.
+    """
+    keys = tuple(keys)
+    positional = all(k in PLAIN_KEYS for k in keys)
+
+    def run(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        tensors = [torch.from_numpy(batch[k]) for k in keys]
         with torch.inference_mode():
-            return net(torch.from_numpy(x), torch.from_numpy(mask), *extra).numpy()
+            if positional:
+                return net(*tensors).numpy()
+            return net(dict(zip(keys, tensors, strict=True))).numpy()
 
     return run
+
+
+def covariate_encoder(settings: ForecasterSettings) -> CovariateEncoder | None:
+    """The saved covariate encoder, or None for a model that reads the target alone."""
+    if not settings.covariates:
+        return None
+    from forecast.data.covariates import CovariateEncoder
+
+    return CovariateEncoder.from_dict(settings.covariates)
 
 
 class Forecaster:
@@ -220,8 +307,10 @@ class Forecaster:
         self.intervals = intervals
         self.columns = ColumnSpec(**settings.columns)
         self.export = tuple(export)
+        self.encoder = covariate_encoder(settings)
+        self.keys = input_keys(settings.net_params)  # the batch keys the net reads
         self.runtime = "torch"
-        self._run: NetRunner = torch_runner(self.net)
+        self._run: NetRunner = torch_runner(self.net, self.keys)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | Path, export: Sequence[str] | None = None) -> Path:
@@ -245,7 +334,7 @@ class Forecaster:
         if "onnx" in formats:
             from forecast.engines.onnx import export_onnx
 
-            export_onnx(self.net, self.settings.input_size, path / ONNX)
+            export_onnx(self.net, self.settings.net_params, path / ONNX)
         return path
 
     @classmethod
@@ -284,14 +373,14 @@ class Forecaster:
                 "export=['onnx'] or use runtime=torch"
             )
         if runtime == "torch" or not has_copy:
-            self.runtime, self._run = "torch", torch_runner(self.net)
+            self.runtime, self._run = "torch", torch_runner(self.net, self.keys)
             return self.runtime
         from forecast.engines.onnx import onnx_runner, onnxruntime_available
 
         if not onnxruntime_available():
             if runtime == "onnx":
                 raise ImportError("runtime=onnx needs the onnxruntime package: pip install onnxruntime")
-            self.runtime, self._run = "torch", torch_runner(self.net)
+            self.runtime, self._run = "torch", torch_runner(self.net, self.keys)
             return self.runtime
         self.runtime, self._run = "onnx", onnx_runner(onnx_file)
         return self.runtime
@@ -309,14 +398,237 @@ class Forecaster:
             empty_series=None,
         )
 
-    def predict(self, history: pd.DataFrame, batch_size: int = 4096) -> pd.DataFrame:
-        """Forecast the next `horizon` steps of every series in a long history table."""
-        block = SeriesBlock.from_frame(self.validate(history).frame, self.columns)
+    def predict(
+        self, history: pd.DataFrame, future: pd.DataFrame | None = None, batch_size: int = 4096
+    ) -> pd.DataFrame:
+        """Forecast the next `horizon` steps of every series in a long history table.
+
+        A model with future-known covariates also needs their values over the horizon: either
+        as the next `horizon` rows of each series in `history`, target empty, or in `future`
+        (id, time and the future-known columns); see `covariate_block`. A model without
+        covariates ignores `future`.
+        """
+        if self.encoder is None:
+            if future is not None:
+                log.info("the model reads no covariates: the future table is not used")
+            block = SeriesBlock.from_frame(self.validate(history).frame, self.columns)
+        else:
+            block = self.covariate_block(history, future)
         windows = self.scaled_windows(block)
         if windows.unseen:
             log.warning("%d series were not in training; scaled them by their own history", windows.unseen)
         log_padded(windows.padded, self.settings.input_size)
         return self.forecast_windows(windows, batch_size)
+
+    @property
+    def covariate_columns(self) -> dict[str, list[str]]:
+        """The covariate columns a forecast input carries, by kind (empty lists: none)."""
+        enc = self.encoder
+        if enc is None:
+            return {"futr": [], "hist": [], "static": [], "calendar": []}
+        return {
+            "futr": enc.futr_num + enc.futr_cat,
+            "hist": enc.hist_num + enc.hist_cat,
+            "static": enc.static_num + enc.static_cat,
+            "calendar": list(enc.calendar),
+        }
+
+    def covariate_block(self, table: pd.DataFrame, future: pd.DataFrame | None = None) -> SeriesBlock:
+        """Validate a long table with covariates and encode them: the series ready to forecast.
+
+        Each series' trailing rows with an empty target are its future rows (a series' history
+        ends at its last observed value). A model with future-known columns takes the next
+        `horizon` of them; or, with `future` given, the rows of that table at the next `horizon`
+        time stamps of each series (the input's own future rows are then not used). A series
+        without them all is a DataValidationError naming it and the missing time stamps.
+        Calendar features come from the time stamps and need no future rows.
+        """
+        s, c, enc = self.settings, self.columns, self.encoder
+        assert enc is not None, "covariate_block is for models with covariates"
+        L, H = s.input_size, s.horizon
+        frame = validate_long_frame(table, columns=c, freq=s.freq, missing="mask", empty_series=None).frame
+        n_rows = len(frame)
+        row_ids = frame[c.id_col].to_numpy()
+        starts = run_starts(row_ids)
+        ends = np.append(starts[1:], n_rows).astype(np.int64)
+        y = frame[c.target_col].to_numpy(dtype=np.float32)
+        rows = np.arange(n_rows, dtype=np.int64)
+        observed = ~np.isnan(y)
+        # History ends at each series' last observed value; the rows after it are future rows.
+        hist_end = np.maximum.reduceat(np.where(observed, rows, -1), starts) + 1  # (n,)
+        ids = row_ids[starts]
+        blind = hist_end <= starts
+        if blind.any():
+            raise DataValidationError(
+                f"{int(blind.sum())} series have no observed value in {c.target_col!r}: "
+                f"{_examples(ids[blind])}; there is nothing to forecast them from: give them history "
+                "(rows with the target) before their future rows"
+            )
+        lengths = ends - starts
+        in_history = rows < np.repeat(hist_end, lengths)
+        if s.missing != "mask" and np.isnan(y[in_history]).any():
+            nan_ids = pd.unique(row_ids[in_history & ~observed])
+            raise DataValidationError(
+                f"target column {c.target_col!r} has {int((in_history & ~observed).sum())} missing "
+                f"value(s) in {len(nan_ids)} series ({_examples(nan_ids)}) before their last observed "
+                "value; fill them (only a series' trailing rows, its future rows, may leave it empty)"
+            )
+        times = frame[c.time_col].to_numpy()
+        last_time = times[hist_end - 1]
+        expected = future_timestamps(pd.Series(last_time), H, s.freq)  # (n * H,)
+        # Rows whose covariates the forecast reads: the input window, and the horizon rows.
+        in_window = in_history & (rows >= np.repeat(hist_end - L, lengths))
+        ahead_rows = (rows >= np.repeat(hist_end, lengths)) & (rows < np.repeat(hist_end + H, lengths))
+        own_future = enc.needs_future and future is None
+        static_source = self._static_source(frame)
+        self._check_covariates(
+            frame, in_window, in_window | (ahead_rows if own_future else False), static_source
+        )
+
+        encoded = enc.encode_rows(frame, c.time_col, s.freq)  # key -> (rows, width)
+        if own_future:
+            available = ends - hist_end
+            short = available < H
+            if short.any():
+                raise self._missing_future(ids, expected, available, short, "input")
+            ahead = hist_end
+        else:
+            if enc.needs_future:
+                horizon = self._future_rows(future, ids, expected)
+            else:  # calendar features only: the time stamps say everything
+                horizon = pd.DataFrame({c.id_col: np.repeat(ids, H), c.time_col: expected})
+            for col in enc.table_columns:
+                if col not in horizon.columns:
+                    horizon[col] = np.nan  # not read over the horizon (past-only, static)
+            extra = enc.encode_rows(horizon, c.time_col, s.freq)
+            encoded = {k: np.concatenate([v, extra[k]]) for k, v in encoded.items()}
+            ahead = n_rows + np.arange(len(ids), dtype=np.int64) * H
+        static = enc.encode_static(static_source, ids, c.id_col) if static_source is not None else {}
+        return SeriesBlock(
+            ids=ids,
+            starts=starts,
+            ends=hist_end.astype(np.int64),
+            values=y,
+            last_time=last_time,
+            covariates=CovariateRows(encoded, static, ahead.astype(np.int64)),
+        )
+
+    def _static_source(self, frame: pd.DataFrame) -> pd.DataFrame | None:
+        """Where the static values come from: the input's static columns (None: no static ones)."""
+        enc, c = self.encoder, self.columns
+        static = enc.static_num + enc.static_cat
+        if not static:
+            return None
+        absent = [col for col in static if col not in frame.columns]
+        if absent and enc.static_table:
+            raise DataValidationError(
+                f"static column(s) {absent} are not in the input; the model was trained with them from "
+                f"a static table (data.static_path): add them to the input, one value per series "
+                f"(any row of the series), keyed by {c.id_col!r}"
+            )
+        return frame
+
+    def _check_covariates(
+        self, frame: pd.DataFrame, hist_rows: np.ndarray, futr_rows: np.ndarray, static_source
+    ) -> None:
+        """The data contract for the covariate columns (`validate_covariates`): present, numeric
+        where they should be, static ones constant, and no missing value where one is read
+        (unless the model masks missing values)."""
+        from forecast.data.covariates import CovariateConfig, validate_covariates
+
+        kinds, enc = self.covariate_columns, self.encoder
+        config = CovariateConfig(
+            futr=tuple(kinds["futr"]),
+            hist=tuple(kinds["hist"]),
+            static=tuple(kinds["static"]) if static_source is not None else (),
+            categorical=tuple(
+                enc.futr_cat + enc.hist_cat + (enc.static_cat if static_source is not None else [])
+            ),
+            calendar=tuple(kinds["calendar"]),
+        )
+        missing = "mask" if self.settings.missing == "mask" else "error"
+        validate_covariates(frame, config, self.columns, missing, rows=hist_rows, futr_rows=futr_rows)
+
+    def _future_rows(
+        self, future: pd.DataFrame | None, ids: np.ndarray, expected: np.ndarray
+    ) -> pd.DataFrame:
+        """(n * H) rows of `future` at each series' next H time stamps, in series then step order."""
+        s, c, enc = self.settings, self.columns, self.encoder
+        H = s.horizon
+        futr = enc.futr_num + enc.futr_cat
+        if future is None:
+            raise AssertionError("caller passes the future table")
+        need = [c.id_col, c.time_col, *futr]
+        absent = [col for col in need if col not in future.columns]
+        if absent:
+            raise DataValidationError(
+                f"the future table lacks column(s) {absent}; it has {list(map(str, future.columns))}. It "
+                f"holds {c.id_col!r}, {c.time_col!r} and the future-known columns {futr} for the next "
+                f"{H} time steps of every series"
+            )
+        table = future[need].copy()
+        table[c.time_col] = _coerce_time(table, c)
+        wanted = pd.DataFrame({c.id_col: np.repeat(ids, H), c.time_col: expected})
+        try:
+            table[c.time_col] = table[c.time_col].astype(wanted[c.time_col].dtype)
+            if table[c.id_col].dtype != wanted[c.id_col].dtype:
+                table[c.id_col] = table[c.id_col].astype(wanted[c.id_col].dtype)
+        except (TypeError, ValueError) as err:
+            raise DataValidationError(
+                f"the future table's {c.id_col!r} or {c.time_col!r} values do not match the input's types "
+                f"({wanted[c.id_col].dtype}, {wanted[c.time_col].dtype}): {err}"
+            ) from None
+        dup = table.duplicated([c.id_col, c.time_col], keep=False)
+        if dup.any():
+            pairs = table.loc[dup, [c.id_col, c.time_col]].drop_duplicates().head(5)
+            raise DataValidationError(
+                f"the future table has {int(dup.sum())} rows that share a ({c.id_col}, {c.time_col}) "
+                f"pair, e.g. {list(pairs.itertuples(index=False, name=None))}; give one row per series "
+                "and step"
+            )
+        merged = wanted.merge(table, on=[c.id_col, c.time_col], how="left", indicator="_found", sort=False)
+        found = (merged.pop("_found") == "both").to_numpy().reshape(len(ids), H)
+        if not found.all():
+            # Found steps are a prefix per series only by chance: name every missing stamp.
+            raise self._missing_future(ids, expected, None, ~found.all(axis=1), "future table", found)
+        from forecast.data.covariates import CovariateConfig, validate_covariates
+
+        config = CovariateConfig(futr=tuple(futr), categorical=tuple(enc.futr_cat))
+        missing = "mask" if s.missing == "mask" else "error"
+        validate_covariates(merged, config, c, missing)
+        return merged
+
+    def _missing_future(
+        self,
+        ids: np.ndarray,
+        expected: np.ndarray,
+        available: np.ndarray | None,
+        short: np.ndarray,
+        where: str,
+        found: np.ndarray | None = None,
+        show: int = 5,
+    ) -> DataValidationError:
+        """The error for series without future values over the whole horizon: which, and when."""
+        H, c = self.settings.horizon, self.columns
+        stamps = expected.reshape(len(ids), H)
+        if found is None:
+            found = np.arange(H)[None, :] < available[:, None]  # (n, H): the first `available` steps
+        named = []
+        for i in np.flatnonzero(short)[:show]:  # a message's worth of series, not one per series
+            missing = stamps[i][~found[i]]
+            listed = ", ".join(
+                str(pd.Timestamp(t)) if np.issubdtype(stamps.dtype, np.datetime64) else str(t)
+                for t in missing[:4]
+            )
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            named.append(f"{repr(_plain(ids[i]))} at {listed}{more}")
+        others = f"; and {int(short.sum()) - show} more series" if short.sum() > show else ""
+        futr = self.covariate_columns["futr"]
+        return DataValidationError(
+            f"{int(short.sum())} series lack future values of {futr} for the full horizon of {H} steps "
+            f"({where}): {'; '.join(named)}{others}. Give every series its next {H} rows with these "
+            f"columns (target {c.target_col!r} empty) in the input, or in future=PATH; nothing was written"
+        )
 
     def scaled_windows(self, block: SeriesBlock) -> ScaledWindows:
         """The last `input_size` values of every series, scaled: known series by the training
@@ -353,6 +665,17 @@ class Forecaster:
         if self.settings.net_params.get("cycle_len"):
             step = step_index(block.last_time, self.settings.freq) + 1
             series = self.scaler.codes(block.ids)
+        covariates = None
+        if self.encoder is not None:
+            if block.covariates is None:
+                raise ConfigError(
+                    "this model reads covariates "
+                    f"({', '.join(f'{k}: {v}' for k, v in self.covariate_columns.items() if v)}); "
+                    "its series must come through Forecaster.covariate_block, which encodes them"
+                )
+            covariates = block.covariates.windows(
+                positions, positions < block.starts[:, None], self.settings.horizon
+            )
         return ScaledWindows(
             block.ids,
             block.last_time,
@@ -363,12 +686,15 @@ class Forecaster:
             padded=int(short.sum()),
             step=step,
             series=series,
+            covariates=covariates,
         )
 
     def forecast_windows(self, windows: ScaledWindows, batch_size: int = 4096) -> pd.DataFrame:
         """Run the network and lay the forecast out as a long table (id, time, outputs)."""
         s, c = self.settings, self.columns
-        preds = self.predict_scaled(windows.windows, batch_size, windows.step, windows.series)  # (n, H, Q)
+        preds = self.predict_scaled(
+            windows.windows, batch_size, windows.step, windows.series, windows.covariates
+        )  # (n, H, Q)
         preds = preds * windows.scale[:, None, None] + windows.loc[:, None, None]
         check_finite(preds, windows.ids)
         out = pd.DataFrame(
@@ -402,27 +728,36 @@ class Forecaster:
         batch_size: int = 4096,
         step: np.ndarray | None = None,
         series: np.ndarray | None = None,
+        covariates: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """(N, L) scaled windows, NaN where missing -> (N, H, Q) scaled forecasts.
 
         A model with a learned cycle also needs `step`, each window's absolute step number of
         its first forecast step (`forecast.data.calendar.step_index`), and may take `series`,
-        the series codes (`SeriesScaler.codes`; 0 or None: the shared cycle only).
+        the series codes (`SeriesScaler.codes`; 0 or None: the shared cycle only). A model with
+        covariates needs `covariates`: the encoded batch arrays of the windows ("futr"
+        (N, L + H, F), "hist" (N, L, P), "static" (N, S), ...; `CovariateRows.windows`).
         """
         observed = ~np.isnan(scaled)
         x = np.where(observed, scaled, np.float32(0.0)).astype(np.float32, copy=False)
+        batch: dict[str, np.ndarray] = {"x": x, "x_mask": observed}
         if self.settings.net_params.get("cycle_len"):
             if step is None:
                 raise ValueError("this model learns a cycle: predict_scaled needs `step` for every window")
-            step = np.asarray(step, dtype=np.int64)
-            series = np.zeros(len(x), np.int64) if series is None else np.asarray(series, dtype=np.int64)
+            batch["step"] = np.asarray(step, dtype=np.int64)
+            batch["series"] = (
+                np.zeros(len(x), np.int64) if series is None else np.asarray(series, dtype=np.int64)
+            )
+        if self.encoder is not None:
+            absent = [k for k in self.keys if k not in batch and k not in (covariates or {})]
+            if absent:
+                raise ValueError(
+                    f"this model reads covariates: predict_scaled needs {absent} for every window"
+                )
+            batch.update(covariates)
         batch_size = min(batch_size, self._max_batch())
-
-        def part(a: np.ndarray | None, start: int) -> np.ndarray | None:
-            return None if a is None else a[start : start + batch_size]
-
         outputs = [
-            self._run(part(x, i), part(observed, i), part(step, i), part(series, i))
+            self._run({k: v[i : i + batch_size] for k, v in batch.items()})
             for i in range(0, len(x), batch_size)
         ]
         if not outputs:
