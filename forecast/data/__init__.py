@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from forecast._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from forecast.data.covariates import CovariateConfig, CovariateEncoder, validate_covariates
     from forecast.data.datamodule import SeriesDataModule
     from forecast.data.io import read_table, write_parquet_atomic
     from forecast.data.scaling import SeriesScaler
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 
 _WHERE = {
+    "CovariateConfig": "covariates",
+    "CovariateEncoder": "covariates",
     "ColumnSpec": "validation",
     "DataValidationError": "validation",
     "SeriesDataModule": "datamodule",
@@ -25,10 +28,13 @@ _WHERE = {
     "read_table": "io",
     "synthetic_long": "synthetic",
     "synthetic_values": "synthetic",
+    "validate_covariates": "covariates",
     "validate_long_frame": "validation",
     "write_parquet_atomic": "io",
 }
 __all__ = [
+    "CovariateConfig",
+    "CovariateEncoder",
     "ColumnSpec",
     "DataValidationError",
     "SeriesDataModule",
@@ -36,6 +42,7 @@ __all__ = [
     "read_table",
     "synthetic_long",
     "synthetic_values",
+    "validate_covariates",
     "validate_long_frame",
     "write_parquet_atomic",
 ]

@@ -14,6 +14,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from forecast.data.calendar import fixed_step, season_length_for, step_index
+from forecast.data.covariates import CovariateConfig, CovariateEncoder, read_static_table, validate_covariates
 from forecast.data.io import read_table
 from forecast.data.scaling import ScalerKind, SeriesScaler, segment_stats
 from forecast.data.validation import (
@@ -75,6 +76,10 @@ class SeriesDataModule(L.LightningDataModule):
     Per series, the last `test_size` steps are test targets and the `val_size` before them
     validation targets; everything earlier trains. Scaling statistics come from the training
     part only.
+
+    Covariates (`futr_exog`, `hist_exog`, `static`, `categorical`, `calendar`, docs/data.md):
+    checked once with the table, encoded with statistics of the training rows (`covariates`,
+    saved with the model) and stored once per row or series beside the values.
     """
 
     def __init__(
@@ -99,6 +104,12 @@ class SeriesDataModule(L.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int = 1024,
         num_workers: int = 0,
+        futr_exog: Sequence[str] = (),
+        hist_exog: Sequence[str] = (),
+        static: Sequence[str] = (),
+        static_path: str | None = None,
+        categorical: Sequence[str] = (),
+        calendar: Sequence[str] = (),
     ) -> None:
         super().__init__()
         sources = [s for s in (path, dataset, frame) if s is not None]
@@ -121,6 +132,17 @@ class SeriesDataModule(L.LightningDataModule):
         self.source = path or dataset
         self._frame = frame
         self.columns = ColumnSpec(id_col, time_col, target_col)
+        self.covariate_config = CovariateConfig(
+            futr=futr_exog,
+            hist=hist_exog,
+            static=static,
+            categorical=categorical,
+            calendar=calendar,
+            static_path=static_path,
+            reserved=(id_col, time_col, target_col),
+        )
+        # fitted on the training rows in setup(); None when no covariate is declared
+        self.covariates: CovariateEncoder | None = None
         self.freq = freq
         self.input_size = input_size
         self.horizon = horizon
@@ -154,6 +176,7 @@ class SeriesDataModule(L.LightningDataModule):
         self.test_start: np.ndarray | None = None
         self.left_out: tuple = ()  # series too short for one training window (not trained on)
         self.datasets: dict[str, WindowDataset] = {}
+        self._static_table: pd.DataFrame | None = None  # data.static_path, read in setup()
 
     def _read(self) -> pd.DataFrame:
         """The table; a file's problems (path, columns) surface here, naming the file."""
@@ -162,7 +185,8 @@ class SeriesDataModule(L.LightningDataModule):
         if self.hparams.dataset is not None:
             return load_dataset(self.hparams.dataset)
         c = self.columns
-        return read_table(self.hparams.path, columns=[c.id_col, c.time_col, c.target_col])
+        wanted = [c.id_col, c.time_col, c.target_col, *self.covariate_config.columns]
+        return read_table(self.hparams.path, columns=wanted, only=True)
 
     def setup(self, stage: str | None = None) -> None:
         """Validate once and build the window index; later calls are no-ops."""
@@ -175,6 +199,14 @@ class SeriesDataModule(L.LightningDataModule):
             missing=self.missing,
             empty_series=self.empty_series,
         )
+        cov = self.covariate_config
+        if not cov.empty:
+            self._static_table = (
+                read_static_table(cov.static_path, self.columns.id_col, cov.static)
+                if cov.static_path
+                else None
+            )
+            validate_covariates(validated.frame, cov, self.columns, self.missing, self._static_table)
         # Only the target values and each series' first time stamp are kept: the validated
         # table (ids, times, carried columns) is several times the size of the values, and
         # `history()` rebuilds what it needs from these.
@@ -202,6 +234,7 @@ class SeriesDataModule(L.LightningDataModule):
         loc, scale = segment_stats(raw, offsets[:-1], offsets[:-1] + val_start, self.scaler_kind)
         stats = pd.DataFrame({"loc": loc, "scale": scale}, index=pd.Index(self.ids, name="unique_id"))
         self.scaler = SeriesScaler(kind=self.scaler_kind, stats=stats.astype("float32"))
+        covariates = self._encode_covariates(frame, offsets, val_start)
         self.arrays = SeriesArrays(
             values=raw,
             offsets=offsets,
@@ -210,8 +243,9 @@ class SeriesDataModule(L.LightningDataModule):
             mase_scale=seasonal_mae(raw, offsets, val_start, self.season_length),
             first_step=self._first_steps(self.first_time.to_numpy()),
             codes=self.scaler.codes(self.ids),
+            **covariates,
         )
-        del validated, frame
+        del validated, frame, covariates
         # Arrow's allocator keeps freed pages of the table it read (gigabytes at 100M rows);
         # hand them back so the process holds what the data module holds.
         pa.default_memory_pool().release_unused()
@@ -247,6 +281,24 @@ class SeriesDataModule(L.LightningDataModule):
             int((test_start - val_start < H).sum()),
             int((n - test_start < H).sum()) if self.test_size else 0,
         )
+
+    def _encode_covariates(self, frame: pd.DataFrame, offsets: np.ndarray, val_start: np.ndarray) -> dict:
+        """SeriesArrays' covariate fields: the encoder fitted on each series' training rows (those
+        before its validation part), then every row and series encoded once."""
+        cov = self.covariate_config
+        if cov.empty:
+            return {}
+        n = np.diff(offsets)
+        within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], n)  # each row's step in its series
+        train_rows = within < np.repeat(val_start, n)
+        c, static_table = self.columns, self._static_table
+        self.covariates = CovariateEncoder.fit(frame, cov, train_rows, static_table, id_col=c.id_col)
+        encoded = self.covariates.encode_rows(frame, c.time_col, self.data_freq)
+        static_source = frame if static_table is None else static_table
+        encoded.update(self.covariates.encode_static(static_source, self.ids, c.id_col))
+        self._static_table = None  # encoded: the table itself is not needed any more
+        # codes stored as int32 (half the memory), served as int64
+        return {k: v.astype(np.int32) if k.endswith("_cat") else v for k, v in encoded.items()}
 
     def _leave_out_too_short(self, frame: pd.DataFrame, n: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """Drop series with fewer than horizon + 1 steps (no training window), logging how many."""
@@ -328,13 +380,22 @@ class SeriesDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def history(self, before: str | None = "test", ids: Sequence | None = None) -> pd.DataFrame:
+    def history(
+        self, before: str | None = "test", ids: Sequence | None = None, future: bool = False
+    ) -> pd.DataFrame:
         """The data (id, time, target) cut before the `test` or `val` targets (None: all of it),
         for every series or only `ids`: what a forecast at that point sees. A series without
         that part (too short for it, see `split_points`) comes whole.
 
         Rebuilt from the stored values and each series' first time stamp, in the validated
-        table's order and dtypes (other columns of the input are not kept).
+        table's order and dtypes (other columns of the input are not kept). With covariates,
+        their columns follow (`covariates.table_columns`: future-known, past-only, and static
+        unless from a static table), rebuilt from the encoded values: numeric ones up to float32
+        rounding, categorical ones as their labels (strings; a category unseen in training, or
+        missing, comes back empty), so that they encode to what the model trained on.
+        `future=True` adds, for a model with future-known covariates, each series' next
+        `horizon` rows after the cut (target and past-only columns empty), as a forecast input
+        carries them; only as many as the data has (none with before=None).
         """
         assert self.arrays is not None and self.ids is not None, "call setup() first"
         a, c = self.arrays, self.columns
@@ -345,15 +406,52 @@ class SeriesDataModule(L.LightningDataModule):
         if before not in ends:
             raise ValueError(f"before must be 'test', 'val' or None, got {before!r}")
         lengths = ends[before][pick]
+        ahead = np.zeros_like(lengths)
+        if future and self.covariates is not None and self.covariates.needs_future:
+            ahead = np.minimum(self.horizon, a.lengths[pick] - lengths)
+        total = lengths + ahead
         first = a.offsets[pick]
-        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        return pd.DataFrame(
+        within = np.arange(total.sum()) - np.repeat(np.cumsum(total) - total, total)
+        rows = np.repeat(first, total) + within
+        values = a.values[rows]
+        if ahead.any():
+            is_future = within >= np.repeat(lengths, total)
+            values[is_future] = np.nan
+        frame = pd.DataFrame(
             {
-                c.id_col: np.repeat(self.ids[pick], lengths),
-                c.time_col: series_times(self.first_time[pick], lengths, self.data_freq),
-                c.target_col: a.values[np.repeat(first, lengths) + within],
+                c.id_col: np.repeat(self.ids[pick], total),
+                c.time_col: series_times(self.first_time[pick], total, self.data_freq),
+                c.target_col: values,
             }
         )
+        if self.covariates is not None:
+            frame = self._decoded_covariates(frame, rows, np.repeat(pick, total))
+            if ahead.any():
+                hist = self.covariates.hist_num + self.covariates.hist_cat
+                frame.loc[is_future, hist] = None
+        return frame
+
+    def _decoded_covariates(self, frame: pd.DataFrame, rows: np.ndarray, series: np.ndarray) -> pd.DataFrame:
+        """`frame` with the covariate columns of `rows` (global rows; series: each row's series)
+        rebuilt from the stored encodings (see `history`)."""
+        enc, a = self.covariates, self.arrays
+        assert enc is not None and a is not None
+        columns = {}
+        kinds = [("futr", enc.futr_num, a.futr, rows), ("futr_cat", enc.futr_cat, a.futr_cat, rows)]
+        kinds += [("hist", enc.hist_num, a.hist, rows), ("hist_cat", enc.hist_cat, a.hist_cat, rows)]
+        if not enc.static_table:
+            kinds += [("static", enc.static_num, a.static, series)]
+            kinds += [("static_cat", enc.static_cat, a.static_cat, series)]
+        for kind, names, stored, where in kinds:
+            for j, name in enumerate(names):  # numeric futr columns come before the calendar's
+                encoded = stored[where, j]
+                columns[name] = (
+                    enc.decode_codes(name, encoded)
+                    if kind.endswith("_cat")
+                    else enc.decode_numeric(name, encoded)
+                )
+        extra = pd.DataFrame({name: columns[name] for name in enc.table_columns}, index=frame.index)
+        return pd.concat([frame, extra], axis=1)
 
 
 def series_times(first: pd.Index, lengths: np.ndarray, freq: str | int) -> pd.Index:

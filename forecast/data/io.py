@@ -185,19 +185,27 @@ def has_rows(path: Path, sep: str = ",") -> bool:
 
 
 def read_table(
-    path: str | os.PathLike, columns: Sequence[str] = (), hint: str = TRAIN_COLUMNS_HINT
+    path: str | os.PathLike,
+    columns: Sequence[str] = (),
+    hint: str = TRAIN_COLUMNS_HINT,
+    only: bool = False,
 ) -> pd.DataFrame:
     """Read a CSV or Parquet file (or a folder of Parquet files) into a DataFrame.
 
     `columns` must be in it (checked from the header, before the rows are read); every problem
-    with the file is an InputFileError or DataValidationError naming the path.
+    with the file is an InputFileError or DataValidationError naming the path. `only`: read just
+    those columns (a wide table's other columns would cost memory until validation drops them).
     """
     path = check_input(path)
     sep = "," if is_parquet(path) else csv_delimiter(path)
     if columns:
         require_columns(table_columns(path, sep), columns, path, hint)
     with reading(path):
-        frame = pd.read_parquet(path) if is_parquet(path) else pd.read_csv(path, sep=sep)
+        usecols = list(columns) if only and columns else None
+        if is_parquet(path):
+            frame = pd.read_parquet(path, columns=usecols)
+        else:
+            frame = pd.read_csv(path, sep=sep, usecols=usecols)
     if len(frame) == 0:
         raise no_rows(path, list(frame.columns))
     return frame

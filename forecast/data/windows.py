@@ -19,6 +19,9 @@ class SeriesArrays:
     seasonal-naive MAE on the raw scale.
     `first_step` and `codes`, when given, add each window's `step` (the absolute step number
     of its first target, for learned cycles) and `series` code to its batch.
+    Covariates (`forecast.data.covariates`), encoded once per row like the values (`futr`,
+    `futr_cat`, `hist`, `hist_cat`, row i is values[i]'s step) and once per series (`static`,
+    `static_cat`); categorical codes are stored as int32 and served as int64.
     """
 
     values: np.ndarray  # (total_steps,) float32
@@ -28,6 +31,12 @@ class SeriesArrays:
     mase_scale: np.ndarray  # (n_series,) float32
     first_step: np.ndarray | None = None  # (n_series,) int64 absolute step number of each first row
     codes: np.ndarray | None = None  # (n_series,) int64 series code for per-series parameters (1..n)
+    futr: np.ndarray | None = None  # (total_steps, F) float32 future-known numeric, calendar included
+    futr_cat: np.ndarray | None = None  # (total_steps, Fc) int32 future-known category codes
+    hist: np.ndarray | None = None  # (total_steps, P) float32 past-only numeric
+    hist_cat: np.ndarray | None = None  # (total_steps, Pc) int32 past-only category codes
+    static: np.ndarray | None = None  # (n_series, S) float32
+    static_cat: np.ndarray | None = None  # (n_series, Sc) int32
 
     @property
     def lengths(self) -> np.ndarray:
@@ -68,8 +77,13 @@ class WindowDataset(Dataset):
     `__getitems__` lets the DataLoader fetch a batch with one vectorised gather instead of
     one Python call per window, which keeps the data pipeline far ahead of the model.
     A window may start before its series (a series shorter than its input): the steps before
-    the series are served as missing (x 0, x_mask False), like a masked value. `padded=False`
-    promises no window does so and skips that check (the common case of long series).
+    the series are served as missing (x 0, x_mask False), like a masked value, and their
+    covariates as 0 / code 0. `padded=False` promises no window does so and skips that check
+    (the common case of long series).
+
+    Covariates, when the arrays hold them: future-known ones (`futr`, `futr_cat`) over the input
+    window and the horizon, past-only ones (`hist`, `hist_cat`) over the input window only (the
+    rows after the forecast origin are never read), static ones per series.
     """
 
     def __init__(
@@ -98,6 +112,7 @@ class WindowDataset(Dataset):
             raw = a.values[np.maximum(positions, 0)]
             raw[before] = np.nan
         else:
+            before = None
             raw = a.values[positions]
         window = (raw - loc[:, None]) / scale[:, None]  # (B, L + H)
         missing = np.isnan(window)
@@ -107,6 +122,7 @@ class WindowDataset(Dataset):
             extra["step"] = torch.from_numpy(a.first_step[series] + (starts - a.offsets[series]) + L)
         if a.codes is not None:
             extra["series"] = torch.from_numpy(a.codes[series])
+        extra.update(self._covariates(positions, before, series))
         return {
             "x": torch.from_numpy(window[:, :L]),  # (B, L)
             "x_mask": torch.from_numpy(~missing[:, :L]),  # (B, L) True where observed
@@ -115,8 +131,34 @@ class WindowDataset(Dataset):
             "loc": torch.from_numpy(loc),  # (B,)
             "scale": torch.from_numpy(scale),  # (B,)
             "mase_scale": torch.from_numpy(a.mase_scale[series]),  # (B,)
-            **extra,  # step, series: (B,) int64
+            **extra,  # step, series: (B,) int64; covariates (see _covariates)
         }
+
+    def _covariates(
+        self, positions: np.ndarray, before: np.ndarray | None, series: np.ndarray
+    ) -> dict[str, torch.Tensor]:
+        """The batch's covariate windows, one fancy-indexing gather per kind.
+
+        positions (B, L + H) global rows of the window; before (B, L + H) True for steps before
+        the series (None: no window is padded); series (B,) each window's series.
+        """
+        a, L, out = self.arrays, self.input_size, {}
+        rows = positions if before is None else np.maximum(positions, 0)
+        for key, width in (("futr", None), ("futr_cat", None), ("hist", L), ("hist_cat", L)):
+            stored = getattr(a, key)
+            if stored is None:
+                continue
+            window = stored[rows[:, :width]]  # (B, L + H or L, F)
+            if before is not None:
+                window[before[:, :width]] = 0
+            if key.endswith("_cat"):
+                window = window.astype(np.int64, copy=False)
+            out[key] = torch.from_numpy(window)
+        if a.static is not None:
+            out["static"] = torch.from_numpy(a.static[series])  # (B, S)
+        if a.static_cat is not None:
+            out["static_cat"] = torch.from_numpy(a.static_cat[series].astype(np.int64, copy=False))
+        return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
