@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 
 from forecast.errors import ConfigError, require_int
 from forecast.metrics import make_metrics, update_metrics
+from forecast.models.inputs import CovariateDims
 from forecast.models.registry import build_net
 
 Loss = Literal["mae", "mse", "quantile", "smape"]
@@ -21,7 +23,11 @@ def pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: torch.Tensor) -> tor
 
 
 class ForecastModule(L.LightningModule):
-    """Trains a forecasting net on scaled windows; reports metrics on the raw scale."""
+    """Trains a forecasting net on scaled windows; reports metrics on the raw scale.
+
+    `covariates`: the data's covariate encoder `dims` (`SeriesDataModule.covariates.dims`),
+    passed to the net; None for a model of the target alone.
+    """
 
     def __init__(
         self,
@@ -46,6 +52,7 @@ class ForecastModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: Literal["none", "cosine", "onecycle"] = "none",
+        covariates: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -79,6 +86,7 @@ class ForecastModule(L.LightningModule):
             "cycle_len": cycle_len,
             "n_series": n_series if cycle_len and cycle_per_series else 0,
             "decoder": decoder,
+            "covariates": _plain_dims(covariates),
         }
         if cycle_len and cycle_per_series and n_series < 1:
             raise ConfigError(
@@ -94,13 +102,13 @@ class ForecastModule(L.LightningModule):
 
     def forward(
         self,
-        x: torch.Tensor,
+        batch: Mapping[str, torch.Tensor] | torch.Tensor,
         x_mask: torch.Tensor | None = None,
         step: torch.Tensor | None = None,
         series: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, L) scaled inputs (+ (B,) step numbers and series codes) -> (B, H, Q) scaled forecasts."""
-        return self.net(x, x_mask, step, series)
+        """A batch (`forecast.models.inputs`; or the old positional x, x_mask, step, series) -> (B, H, Q)."""
+        return self.net(batch, x_mask, step, series)
 
     def _loss(
         self, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
@@ -120,7 +128,7 @@ class ForecastModule(L.LightningModule):
         return (per_step * weight).sum() / weight.sum().clamp_min(1.0)
 
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        pred = self(batch["x"], batch["x_mask"], batch.get("step"), batch.get("series"))  # (B, H, Q)
+        pred = self(batch)  # (B, H, Q) scaled
         scale, loc = batch["scale"][:, None], batch["loc"][:, None]  # (B, 1)
         loss = self._loss(pred, batch["y"], batch["y_mask"], loc, scale)
         y_hat = pred[..., self.point_index].detach() * scale + loc  # (B, H) raw scale
@@ -165,3 +173,11 @@ class ForecastModule(L.LightningModule):
         else:
             raise ConfigError(f"unknown lr_schedule {hp.lr_schedule!r}; use none, cosine or onecycle")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _plain_dims(covariates: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The covariate dims as plain JSON values (Hydra passes DictConfig); None without covariates."""
+    dims = CovariateDims.parse(covariates)
+    if dims.empty:
+        return None
+    return {key: list(value) if key.endswith("_cat") else value for key, value in vars(dims).items()}

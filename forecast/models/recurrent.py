@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from forecast.errors import ConfigError
-from forecast.models.heads import MLPHead
+from forecast.models.embedding import CovariateEmbedding
+from forecast.models.heads import FutureHead, MLPHead
+from forecast.models.inputs import CovariateDims, as_batch
 
 Cell = Literal["lstm", "gru"]
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -39,6 +42,16 @@ class RecurrentForecaster(nn.Module):
     forecast step (`forecast.data.calendar`). With `n_series` > 0 every training series adds its
     own learned deviation to the shared cycle (CycleNet's per-channel cycles); `series` is its
     code (1 .. n_series, 0 = a series not seen in training, which gets the shared cycle).
+
+    `covariates` (the data encoder's dims; `forecast.models.inputs` lists the batch keys) adds
+    to every input step its future-known and past-only values and categorical embeddings, and
+    the static ones of its series (with `segment_len` > 1 the segment embedding reads all of
+    these for its steps; static ones once per segment). Static features also join the head's
+    context. The future-known values of each horizon step reach that step's forecast: through
+    a per-step MLP (`FutureHead`) added to the direct head's output, or, with
+    `decoder="segments"`, through each output segment's input. Window norms, the cycle and the
+    linear skip act on the target only. Without covariates the net has exactly the parameters
+    (and numbers) it had before they existed, so models saved then still load.
     """
 
     def __init__(
@@ -58,6 +71,7 @@ class RecurrentForecaster(nn.Module):
         cycle_len: int = 0,
         n_series: int = 0,
         decoder: Literal["mlp", "segments"] = "mlp",
+        covariates: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if decoder not in ("mlp", "segments"):
@@ -78,11 +92,19 @@ class RecurrentForecaster(nn.Module):
         self.window_norm = "revin" if window_norm is True else window_norm or None
         self.segment_len = segment_len
         self.n_segments = -(-input_size // segment_len)  # ceil: the oldest segment is padded
+        dims = CovariateDims.parse(covariates)
+        # Only nets with covariates get these modules: old nets keep their state-dict keys.
+        self.covariates = None if dims.empty else CovariateEmbedding(dims)
+        step_dim = 2 + (self.covariates.step_dim if self.covariates else 0)  # target, flag, covariates
+        static_dim = self.covariates.static_dim if self.covariates else 0
+        futr_dim = self.covariates.futr_dim if self.covariates else 0
         self.embed = (
-            nn.Sequential(nn.Linear(2 * segment_len, hidden_size), nn.ReLU()) if segment_len > 1 else None
+            nn.Sequential(nn.Linear(step_dim * segment_len + static_dim, hidden_size), nn.ReLU())
+            if segment_len > 1
+            else None
         )
         self.rnn = _CELLS[cell](
-            input_size=hidden_size if segment_len > 1 else 2,
+            input_size=hidden_size if segment_len > 1 else step_dim + static_dim,
             hidden_size=hidden_size,
             num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0,
@@ -97,8 +119,19 @@ class RecurrentForecaster(nn.Module):
             self.n_out_segments = -(-horizon // segment_len)
             self.positions = nn.Parameter(torch.randn(self.n_out_segments, self.rnn.input_size))
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, segment_len * n_outputs))
+            # Each output segment's future-known values (its steps', flattened) and the static
+            # features, mapped into that segment's input beside its position.
+            self.segment_covariates = (
+                nn.Linear(segment_len * futr_dim + static_dim, self.rnn.input_size)
+                if futr_dim or static_dim
+                else None
+            )
         else:
-            self.head = MLPHead(hidden_size * self.directions, horizon, n_outputs, head_hidden, dropout)
+            context = hidden_size * self.directions + static_dim
+            self.head = MLPHead(context, horizon, n_outputs, head_hidden, dropout)
+            self.future = (
+                FutureHead(context, futr_dim, horizon, n_outputs, head_hidden, dropout) if futr_dim else None
+            )
         self.skip = nn.Linear(input_size, horizon) if linear_skip else None
         self.cycle_len = cycle_len
         self.cycle = nn.Parameter(torch.zeros(cycle_len)) if cycle_len else None
@@ -126,10 +159,18 @@ class RecurrentForecaster(nn.Module):
         phase_out = torch.remainder(step + torch.arange(self.horizon, device=step.device), self.cycle_len)
         return table.gather(1, phase_in), table.gather(1, phase_out)
 
-    def _decode_segments(self, state: torch.Tensor | tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
-        """Encoder state -> (B, H, Q): one step of the same RNN per output segment, in parallel."""
+    def _decode_segments(
+        self,
+        state: torch.Tensor | tuple[torch.Tensor, ...],
+        batch: int,
+        covariates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encoder state (+ (B, M, in) covariate inputs) -> (B, H, Q): one RNN step per output segment."""
         M = self.n_out_segments
-        inputs = self.positions[None].expand(batch, -1, -1).reshape(batch * M, 1, -1)  # (B * M, 1, in)
+        inputs = self.positions[None].expand(batch, -1, -1)  # (B, M, in)
+        if covariates is not None:
+            inputs = inputs + covariates
+        inputs = inputs.reshape(batch * M, 1, -1)  # (B * M, 1, in)
         # (layers, B, hidden) -> (layers, B * M, hidden): every segment starts from its window's state
         if isinstance(state, tuple):
             state = tuple(s.repeat_interleave(M, dim=1) for s in state)
@@ -139,14 +180,35 @@ class RecurrentForecaster(nn.Module):
         out = self.head(steps[:, 0])  # (B * M, seg * Q)
         return out.reshape(batch, M * self.segment_len, self.n_outputs)[:, : self.horizon]
 
+    def _segment_covariates(
+        self, futr: torch.Tensor | None, static: torch.Tensor | None, batch: int
+    ) -> torch.Tensor | None:
+        """futr (B, H, F), static (B, S) -> (B, M, in): each output segment's covariate input."""
+        if self.segment_covariates is None:
+            return None
+        M, parts = self.n_out_segments, []
+        if futr is not None:
+            pad = M * self.segment_len - futr.shape[1]  # the last segment runs past the horizon
+            futr = nn.functional.pad(futr, (0, 0, 0, pad))  # (B, M * seg, F), zeros at the end
+            parts.append(futr.reshape(batch, M, -1))  # (B, M, seg * F)
+        if static is not None:
+            parts.append(static[:, None].expand(-1, M, -1))  # (B, M, S)
+        return self.segment_covariates(torch.cat(parts, dim=-1))
+
     def forward(
         self,
-        x: torch.Tensor,
+        batch: Mapping[str, torch.Tensor] | torch.Tensor,
         x_mask: torch.Tensor | None = None,
         step: torch.Tensor | None = None,
         series: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x, x_mask: (B, L); step, series: (B,) int -> (B, H, n_outputs), on the scale of x."""
+        """A batch (`forecast.models.inputs`) -> (B, H, n_outputs), on the scale of x.
+
+        The old positional call `net(x, x_mask, step, series)` still works.
+        """
+        batch = as_batch(batch, x_mask, step, series)
+        x, x_mask, step, series = batch["x"], batch.get("x_mask"), batch.get("step"), batch.get("series")
+        L = x.shape[1]
         observed = torch.ones_like(x) if x_mask is None else x_mask.to(x.dtype)
         # Unobserved steps (missing values, the padding before a short series) carry no value
         # on any path: zero in the RNN input and the linear skip, left out of the window norms.
@@ -165,18 +227,33 @@ class RecurrentForecaster(nn.Module):
             cycle_in, cycle_out = self._cycles(step, series, x.shape[1])
             x = (x - cycle_in) * observed
         inputs = torch.stack([x, observed], dim=-1)  # (B, L, 2)
+        static = futr = None
+        if self.covariates is not None:
+            past = self.covariates.past(batch, L)  # (B, L, C) or None
+            if past is not None:
+                inputs = torch.cat([inputs, past], dim=-1)  # (B, L, 2 + C)
+            static = self.covariates.static(batch)  # (B, S) or None
+            futr = self.covariates.future(batch, L, self.horizon)  # (B, H, F) or None
         if self.embed is not None:
-            pad = self.n_segments * self.segment_len - x.shape[1]
-            inputs = nn.functional.pad(inputs, (0, 0, pad, 0))  # (B, S * seg, 2), zeros in front
-            inputs = inputs.reshape(x.shape[0], self.n_segments, 2 * self.segment_len)  # (B, S, 2 * seg)
-            inputs = self.embed(inputs)  # (B, S, hidden)
+            pad = self.n_segments * self.segment_len - L
+            inputs = nn.functional.pad(inputs, (0, 0, pad, 0))  # (B, N * seg, 2 + C), zeros in front
+            inputs = inputs.reshape(x.shape[0], self.n_segments, -1)  # (B, N, seg * (2 + C))
+            if static is not None:
+                inputs = torch.cat([inputs, static[:, None].expand(-1, self.n_segments, -1)], dim=-1)
+            inputs = self.embed(inputs)  # (B, N, hidden)
+        elif static is not None:
+            inputs = torch.cat([inputs, static[:, None].expand(-1, L, -1)], dim=-1)  # (B, L, 2 + C + S)
         _, state = self.rnn(inputs)
         if self.decoder == "segments":
-            out = self._decode_segments(state, x.shape[0])  # (B, H, Q)
+            covariates = self._segment_covariates(futr, static, x.shape[0])  # (B, M, in) or None
+            out = self._decode_segments(state, x.shape[0], covariates)  # (B, H, Q)
         else:
             h_n = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, hidden)
             last = h_n[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)  # (B, dirs * hidden)
-            out = self.head(last)  # (B, H, Q)
+            context = last if static is None else torch.cat([last, static], dim=-1)  # (B, dirs * hidden + S)
+            out = self.head(context)  # (B, H, Q)
+            if self.future is not None:
+                out = out + self.future(context, futr)  # (B, H, Q): each step's known future
         if self.skip is not None:
             out = out + self.skip(x)[:, :, None]  # (B, H, 1) shared by every output column
         if self.cycle is not None:

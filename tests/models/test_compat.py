@@ -1,0 +1,64 @@
+"""Nets saved before covariates existed still load, with the same parameters and the same numbers.
+
+`fixtures/nets_before_covariates.pt` holds tiny nets built and saved by the code before issue 11
+(state dict, constructor values, and their outputs on a fixed batch): lstm, gru, bilstm (segment
+embedding, MLP head), step-by-step with the last-value norm and the linear skip, the segment
+decoder with three quantiles, and the per-series learned cycle.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from forecast.models import ForecastModule, build_net
+from forecast.models.inputs import PositionalNet, input_keys
+
+FIXTURE = torch.load(Path(__file__).parent / "fixtures" / "nets_before_covariates.pt", weights_only=True)
+NAMES = sorted(FIXTURE["nets"])
+NO_COVARIATES = [None, {}, {"futr": 0, "futr_cat": [], "hist": 0, "hist_cat": [], "static": 0, "static_cat": []}]
+
+
+def _inputs() -> tuple[torch.Tensor, ...]:
+    return FIXTURE["x"], FIXTURE["x_mask"], FIXTURE["step"], FIXTURE["series"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("covariates", NO_COVARIATES)
+def test_old_nets_keep_their_parameters_and_numbers(name, covariates):
+    saved = FIXTURE["nets"][name]
+    net = build_net("recurrent", {**saved["params"], "covariates": covariates}).eval()
+    # Same state-dict keys and shapes as before covariates existed: strict loading succeeds.
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in saved["state"].items()}
+    net.load_state_dict(saved["state"], strict=True)
+    x, x_mask, step, series = _inputs()
+    with torch.no_grad():
+        positional = net(x, x_mask, step, series)
+        batched = net({"x": x, "x_mask": x_mask, "step": step, "series": series})
+    torch.testing.assert_close(positional, saved["out"], rtol=0, atol=1e-6)
+    assert torch.equal(positional, batched)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rebuilt_net_is_bit_for_bit_the_saved_one(name):
+    params = FIXTURE["nets"][name]["params"]
+    torch.manual_seed(3)
+    net = build_net("recurrent", params).eval()
+    again = build_net("recurrent", params).eval()
+    again.load_state_dict(net.state_dict())
+    x, x_mask, step, series = _inputs()
+    batch = {"x": x, "x_mask": x_mask, "step": step, "series": series}
+    keys = input_keys(params)
+    with torch.no_grad():
+        assert torch.equal(net(batch), again(batch))
+        assert torch.equal(net(batch), PositionalNet(again, keys)(*(batch[k] for k in keys)))
+
+
+def test_module_without_covariates_saves_none_and_the_old_keys():
+    params = FIXTURE["nets"]["lstm"]["params"]
+    module = ForecastModule(**{k: v for k, v in params.items() if k != "n_outputs"})
+    assert module.net_params["covariates"] is None
+    assert set(module.net.state_dict()) == set(FIXTURE["nets"]["lstm"]["state"])
+    # A model saved before covariates has no "covariates" in its net params: it rebuilds.
+    old_params = {k: v for k, v in module.net_params.items() if k != "covariates"}
+    build_net(module.net_kind, old_params).load_state_dict(module.net.state_dict())
