@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from forecast.data.covariates import (
     CALENDAR_PERIODS,
@@ -14,6 +15,7 @@ from forecast.data.covariates import (
     CovariateEncoder,
     validate_covariates,
 )
+from forecast.data.datamodule import SeriesDataModule
 from forecast.data.validation import ColumnSpec
 from forecast.errors import ConfigError, DataValidationError
 
@@ -290,3 +292,244 @@ def test_rows_limit_where_past_only_values_are_needed():
     frame.loc[future, "price"] = np.nan  # future-known values are needed in future rows
     with pytest.raises(DataValidationError, match="'price'"):
         validate_covariates(frame, FULL, COLS, "error", rows=~future)
+
+
+# ---- the data module and its windows ---------------------------------------------------------
+
+L, H = 8, 4
+LENGTH = 40  # per series: training rows [0, 32), validation [32, 36), test [36, 40)
+KINDS = {
+    "futr_exog": ["price", "promo"],
+    "hist_exog": ["load"],
+    "static": ["size", "region"],
+    "categorical": ["promo", "region"],
+    "calendar": ["hour"],
+}
+
+
+def covariate_frame(lengths: dict[str, int] | None = None) -> pd.DataFrame:
+    """Hourly series ending together, with every kind of covariate; `price` and `load` are
+    distinct per row, so a window's rows can be told apart."""
+    lengths = lengths or {"a": LENGTH, "b": LENGTH, "c": LENGTH}
+    parts = []
+    for k, (uid, n) in enumerate(lengths.items()):
+        end = pd.Timestamp("2024-01-03")
+        ds = pd.date_range(end=end, periods=n, freq="h")
+        rows = np.arange(n, dtype=float)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "unique_id": uid,
+                    "ds": ds,
+                    "y": np.sin(rows / 3) + k,
+                    "price": 100.0 * k + rows,
+                    "promo": np.where(rows % 3 == 0, "yes", "no"),
+                    "load": -100.0 * k - rows,
+                    "size": 10.0 * (k + 1),
+                    "region": k % 2,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def covariate_dm(frame: pd.DataFrame, **kw) -> SeriesDataModule:
+    dm = SeriesDataModule(frame=frame, freq="h", input_size=L, horizon=H, **{**KINDS, **kw})
+    dm.setup()
+    return dm
+
+
+def batch_of(dm: SeriesDataModule, split: str) -> dict:
+    dataset = dm.datasets[split]
+    return dataset.__getitems__(list(range(len(dataset))))
+
+
+def test_batch_keys_shapes_and_dtypes():
+    dm = covariate_dm(covariate_frame())
+    batch = batch_of(dm, "train")
+    B = len(dm.datasets["train"])
+    assert batch["futr"].shape == (B, L + H, 1 + 2) and batch["futr"].dtype == torch.float32
+    assert batch["futr_cat"].shape == (B, L + H, 1) and batch["futr_cat"].dtype == torch.int64
+    assert batch["hist"].shape == (B, L, 1) and "hist_cat" not in batch
+    assert batch["static"].shape == (B, 1) and batch["static_cat"].shape == (B, 1)
+    assert batch["static_cat"].dtype == torch.int64
+    assert dm.covariates.dims == {
+        "futr": 3,
+        "futr_cat": [3],
+        "hist": 1,
+        "hist_cat": [],
+        "static": 1,
+        "static_cat": [3],
+    }
+
+
+def test_without_covariates_the_batch_is_unchanged():
+    frame = covariate_frame()
+    plain = SeriesDataModule(frame=frame[["unique_id", "ds", "y"]], freq="h", input_size=L, horizon=H)
+    plain.setup()
+    assert plain.covariates is None and plain.arrays.futr is None
+    batch = batch_of(plain, "train")
+    assert set(batch) == {"x", "x_mask", "y", "y_mask", "loc", "scale", "mase_scale", "step", "series"}
+    # extra columns of the table that are not declared change nothing either
+    other = SeriesDataModule(frame=frame, freq="h", input_size=L, horizon=H)
+    other.setup()
+    again = batch_of(other, "train")
+    assert set(again) == set(batch)
+    for key in batch:
+        torch.testing.assert_close(again[key], batch[key])
+
+
+def test_covariates_are_stored_once_per_row_and_series():
+    frame = covariate_frame()
+    dm = covariate_dm(frame)
+    a = dm.arrays
+    assert a.futr.shape == (len(frame), 3) and a.futr.dtype == np.float32
+    assert a.futr_cat.dtype == np.int32 and a.hist.shape == (len(frame), 1)
+    assert a.static.shape == (3, 1) and a.static_cat.shape == (3, 1)
+
+
+def test_window_contents_futr_over_input_and_horizon_hist_over_input_only():
+    frame = covariate_frame()
+    dm = covariate_dm(frame)
+    encoded = dm.covariates.encode_rows(frame, "ds")  # the frame is sorted: rows match the arrays
+    dataset = dm.datasets["train"]
+    batch = batch_of(dm, "train")
+    for i, start in enumerate(dataset.starts.astype(np.int64)):
+        np.testing.assert_array_equal(batch["futr"][i].numpy(), encoded["futr"][start : start + L + H])
+        np.testing.assert_array_equal(
+            batch["futr_cat"][i].numpy(), encoded["futr_cat"][start : start + L + H]
+        )
+        np.testing.assert_array_equal(batch["hist"][i].numpy(), encoded["hist"][start : start + L])
+    # raw values back: price of row r of series k is 100 k + r
+    enc = dm.covariates
+    raw = batch["futr"][:, :, 0].numpy() * enc.std["price"] + enc.mean["price"]
+    first = raw[:, 0]
+    np.testing.assert_allclose(raw, first[:, None] + np.arange(L + H), atol=1e-3)
+    static = dm.covariates.encode_static(frame, dm.ids, "unique_id")
+    series = np.searchsorted(dm.arrays.offsets, dataset.starts + L, side="right") - 1
+    np.testing.assert_array_equal(batch["static"].numpy(), static["static"][series])
+    np.testing.assert_array_equal(batch["static_cat"].numpy(), static["static_cat"][series])
+
+
+def test_scaling_is_fitted_on_training_rows_of_the_data_module():
+    frame = covariate_frame()
+    dm = covariate_dm(frame)
+    train = frame[frame.groupby("unique_id").cumcount() < LENGTH - 2 * H]
+    assert dm.covariates.mean["price"] == pytest.approx(train["price"].mean())
+    assert dm.covariates.std["load"] == pytest.approx(train["load"].std(ddof=0))
+    changed = frame.copy()
+    later = (changed.groupby("unique_id").cumcount() >= LENGTH - 2 * H).to_numpy()
+    changed.loc[later, ["price", "load"]] *= 1000
+    changed.loc[later, "promo"] = "new"
+    assert covariate_dm(changed).covariates == dm.covariates
+
+
+@pytest.mark.parametrize("column, after", [("load", L), ("price", L + H), ("promo", L + H)])
+def test_no_leakage_past_only_after_origin_future_known_after_horizon(column, after):
+    # The validation windows' origins are at row 32 of each series: past-only values from the
+    # origin on, and future-known values after the horizon, are never in the window. Those rows
+    # are validation and test rows, so the encoder's statistics do not move either.
+    frame = covariate_frame()
+    base = batch_of(covariate_dm(frame), "val")
+    changed = frame.copy()
+    first = LENGTH - 2 * H - L  # window start within each series
+    late = (changed.groupby("unique_id").cumcount() >= first + after).to_numpy()
+    changed.loc[late, column] = "maybe" if column == "promo" else 1e9
+    again = batch_of(covariate_dm(changed), "val")
+    assert again.keys() == base.keys()
+    for key in base:
+        torch.testing.assert_close(again[key], base[key], rtol=0, atol=0)
+    # ...while a change just inside the window does show
+    inside = (changed.groupby("unique_id").cumcount() == first + after - 1).to_numpy()
+    changed.loc[inside, column] = "maybe" if column == "promo" else 1e9
+    moved = batch_of(covariate_dm(changed), "val")
+    key = {"load": "hist", "price": "futr", "promo": "futr_cat"}[column]
+    assert not torch.equal(moved[key], base[key])
+
+
+def test_padding_before_a_short_series_is_zero():
+    # "short" has 15 rows, 7 of them training: its windows start before it (padded inputs)
+    frame = covariate_frame({"a": LENGTH, "b": LENGTH, "short": 15})
+    dm = covariate_dm(frame)
+    dataset = dm.datasets["train"]
+    batch = batch_of(dm, "train")
+    a = dm.arrays
+    starts = dataset.starts.astype(np.int64)
+    series = np.searchsorted(a.offsets, starts + L, side="right") - 1
+    before = (starts[:, None] + np.arange(L + H)) < a.offsets[series][:, None]  # (B, L + H)
+    assert before.any()
+    assert (batch["futr"].numpy()[before] == 0).all() and (batch["futr_cat"].numpy()[before] == 0).all()
+    assert (batch["hist"].numpy()[before[:, :L]] == 0).all()
+    assert (~batch["x_mask"].numpy()[before[:, :L]]).all()
+    inside = ~before
+    assert (batch["futr_cat"].numpy()[inside] > 0).all()  # every real row has a known category
+    np.testing.assert_array_equal(batch["static_cat"].numpy(), a.static_cat[series].astype(np.int64))
+
+
+def test_history_rebuilds_the_covariate_columns():
+    frame = covariate_frame()
+    dm = covariate_dm(frame)
+    hist = dm.history(None)
+    assert list(hist.columns) == ["unique_id", "ds", "y", "price", "promo", "load", "size", "region"]
+    np.testing.assert_allclose(hist["price"], frame["price"], atol=1e-4)
+    assert (hist["promo"] == frame["promo"]).all()
+    assert (hist["region"] == frame["region"].astype(str)).all()
+    encoded = dm.covariates.encode_rows(hist, "ds")
+    np.testing.assert_allclose(encoded["futr"], dm.arrays.futr, atol=1e-6)
+    np.testing.assert_array_equal(encoded["futr_cat"], dm.arrays.futr_cat)
+
+
+def test_history_future_rows_carry_future_known_values_only():
+    frame = covariate_frame()
+    dm = covariate_dm(frame)
+    cut = dm.history("test")
+    ahead = dm.history("test", future=True)
+    assert len(ahead) == len(cut) + 3 * H
+    tail = ahead.groupby("unique_id").tail(H)
+    assert tail["y"].isna().all() and tail["load"].isna().all()
+    assert tail["price"].notna().all() and tail["region"].notna().all()
+    pd.testing.assert_frame_equal(ahead.drop(tail.index).reset_index(drop=True), cut)
+
+
+def test_missing_covariate_values_error_or_mask():
+    frame = covariate_frame()
+    frame.loc[5, "load"] = np.nan
+    with pytest.raises(DataValidationError, match=r"'load' has 1 missing value.*'a'"):
+        covariate_dm(frame)
+    dm = covariate_dm(frame, missing="mask")
+    assert dm.arrays.hist[5, 0] == 0.0
+
+
+def test_data_module_validation_errors():
+    frame = covariate_frame()
+    with pytest.raises(DataValidationError, match=r"\['load'\].*not in the table"):
+        covariate_dm(frame.drop(columns=["load"]))
+    varying = frame.copy()
+    varying.loc[LENGTH + 1, "size"] = 0.0
+    with pytest.raises(DataValidationError, match=r"'size' varies within 1 series \('b'\)"):
+        covariate_dm(varying)
+    with pytest.raises(ConfigError, match="id, time or target"):
+        covariate_dm(frame, futr_exog=["y", "price", "promo"])
+    steps = frame.assign(ds=frame.groupby("unique_id").cumcount())
+    with pytest.raises(DataValidationError, match="needs time stamps"):
+        SeriesDataModule(frame=steps, input_size=L, horizon=H, calendar=["hour"]).setup()
+
+
+def test_static_table_and_file_reading(tmp_path):
+    frame = covariate_frame()
+    path = tmp_path / "long.parquet"
+    frame.drop(columns=["size", "region"]).assign(unused="x").to_parquet(path)
+    static_path = tmp_path / "static.csv"
+    pd.DataFrame({"unique_id": ["c", "b", "a", "zz"], "size": [30.0, 20.0, 10.0, 0.0]}).to_csv(
+        static_path, index=False
+    )
+    kw = {**KINDS, "static": ["size"], "categorical": ["promo"], "static_path": str(static_path)}
+    dm = SeriesDataModule(path=str(path), freq="h", input_size=L, horizon=H, **kw)
+    dm.setup()
+    assert dm.covariates.static_table and dm.covariates.mean["size"] == 20.0
+    np.testing.assert_allclose(dm.arrays.static[:, 0], np.array([-10.0, 0.0, 10.0]) / np.std([10, 20, 30]))
+    assert "size" not in dm.history("test").columns  # from the static table, not the input
+    pd.DataFrame({"unique_id": ["a", "c"], "size": [1.0, 3.0]}).to_csv(static_path, index=False)
+    dm = SeriesDataModule(path=str(path), freq="h", input_size=L, horizon=H, **kw)
+    with pytest.raises(DataValidationError, match=r"no row for 1 series \('b'\)"):
+        dm.setup()
