@@ -23,6 +23,7 @@ from mlflow.models import Model
 
 from forecast.asof import AsOf
 from forecast.cli import one_line
+from forecast.data.io import check_input
 from forecast.data.staging import prepare_output
 from forecast.engines.local import ProgressMode, forecast_file
 from forecast.errors import (
@@ -305,6 +306,7 @@ def run_batch_forecast(
     ray: RayOptions | None = None,
     retry: LoadRetry | None = None,
     as_of: AsOf | None = None,
+    future: str | None = None,
 ) -> Path:
     """Forecast every series in `input_path` with the model at `model_uri`, write `output_path`.
 
@@ -312,7 +314,9 @@ def run_batch_forecast(
     or not at all, and an earlier output stays intact when the run fails. The output path is
     checked (and leftovers of killed runs beside it removed) before the model is loaded;
     `retry` says how model loading rides out a tracking server outage; `as_of` cuts the
-    history at that date (`forecast.asof`). Scheduled runs go through `forecast.schedule`.
+    history at that date (`forecast.asof`). `future`: for a model with future-known covariates,
+    a table of their values over the horizon (id, time, columns), instead of future rows in the
+    input (docs/batch.md, Covariates). Scheduled runs go through `forecast.schedule`.
     """
     return forecast_batch(
         model_uri,
@@ -327,6 +331,7 @@ def run_batch_forecast(
         ray=ray,
         retry=retry,
         as_of=as_of,
+        future=future,
     ).output
 
 
@@ -345,6 +350,7 @@ def forecast_batch(
     retry: LoadRetry | None = None,
     as_of: AsOf | None = None,
     metadata: dict[str, str] | None = None,
+    future: str | None = None,
 ) -> BatchResult:
     """`run_batch_forecast`, returning what was done; `metadata` is added to the output's."""
     if engine not in ("local", "ray"):
@@ -354,6 +360,9 @@ def forecast_batch(
     started = time.perf_counter()
     prepare_output(output_path, folder=engine == "ray")
     extra = {**as_of.metadata(), **(metadata or {})}
+    if future is not None:
+        check_input(future)  # a missing future table fails before the model is loaded
+        extra["forecast.future"] = os.path.abspath(future)
     if engine == "ray":
         from forecast.engines.ray import forecast_on_ray
 
@@ -367,6 +376,7 @@ def forecast_batch(
             retry=retry,
             as_of=as_of,
             metadata=extra,
+            future=future,
         )
         return BatchResult(
             summary.output, ref, summary.series, summary.rows, summary.dropped, time.perf_counter() - started
@@ -382,6 +392,7 @@ def forecast_batch(
         batch_size=batch_size,
         progress=progress,
         as_of=as_of,
+        future=future,
     )
     log.info(
         "forecast %d series x %d steps with %s (version %s, run %s; %s) in %.1fs -> %s",

@@ -14,6 +14,7 @@ import lightning as L
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -74,6 +75,7 @@ def build_forecaster(
     `interval_scale`: their unit, `series` or `window` (`forecast.intervals`).
     """
     assert dm.scaler is not None and dm.data_freq is not None, "data module not set up"
+    covariates = getattr(dm, "covariates", None)  # the fitted CovariateEncoder, None without covariates
     settings = ForecasterSettings(
         net=module.net_kind,
         net_params=dict(module.net_params),
@@ -88,6 +90,7 @@ def build_forecaster(
         scaler=dm.scaler.kind,
         quantiles=sorted(module.hparams.quantiles or []),
         missing=dm.missing,
+        covariates=None if covariates is None else covariates.to_dict(),
     )
     forecaster = Forecaster(module.net.cpu(), dm.scaler, settings)
     if intervals:
@@ -178,17 +181,15 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
         baseline = seasonal_naive_metrics(dm, split)
         mlflow.log_metrics(baseline)
         c, shown = dm.columns, dm.ids[:4]  # the plot's series: no need to forecast them all
-        history = dm.history(split, ids=shown)
+        history = forecast_input(dm, split, shown)
         forecast = forecaster.predict(history)
         actual = dm.history(None, ids=shown).merge(forecast[[c.id_col, c.time_col]])
-        fig = plot_forecasts(history, forecast, actual, c)
+        past = history.merge(forecast[[c.id_col, c.time_col]], how="left", indicator=True)["_merge"]
+        fig = plot_forecasts(history[(past == "left_only").to_numpy()], forecast, actual, c)
         mlflow.log_figure(fig, "forecasts.png")
         plt.close(fig)
-        example = history[history[c.id_col].isin(shown[:2])].groupby(c.id_col, sort=False).tail(dm.input_size)
-        example = example.astype({c.target_col: "float64"})
-        info = log_forecaster(
-            forecaster, example.reset_index(drop=True), extra_files={"config.yaml": config_yaml}
-        )
+        example = input_example(dm, history, shown[:2])
+        info = log_forecaster(forecaster, example, extra_files={"config.yaml": config_yaml})
         mlflow.set_tag("model_uri", info.model_uri)
         log.info("logged model %s to run %s", info.model_uri, run_id)
         if cfg.get("optuna"):
@@ -200,6 +201,23 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
             version = f"models:/{cfg.registry.name}@{cfg.registry.alias} = version {registered.version}"
             mlflow.set_tag("registered_version", f"{cfg.registry.name}/{registered.version}")
     return Published(baseline, split, run_link(uri, run.info.experiment_id, run_id), version)
+
+
+def forecast_input(dm: SeriesDataModule, split: str, ids: Sequence) -> pd.DataFrame:
+    """What a forecast at the start of `split` reads for `ids`: the history, with the covariate
+    columns and, for future-known ones, each series' next `horizon` rows (target empty)."""
+    if getattr(dm, "covariates", None) is None:
+        return dm.history(split, ids=ids)
+    return dm.history(split, ids=ids, future=True)
+
+
+def input_example(dm: SeriesDataModule, history: pd.DataFrame, ids: Sequence) -> pd.DataFrame:
+    """The logged model's input example: one input window of `ids` (and their future rows)."""
+    c = dm.columns
+    covariates = getattr(dm, "covariates", None)
+    rows = dm.input_size + (dm.horizon if covariates is not None and covariates.needs_future else 0)
+    example = history[history[c.id_col].isin(ids)].groupby(c.id_col, sort=False).tail(rows)
+    return example.astype({c.target_col: "float64"}).reset_index(drop=True)
 
 
 def serving_exports(export: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -263,11 +281,12 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
         check_server(tracking_uri(cfg.paths.root_dir), cfg.logger.get("request_timeout", 30))
     # Validate the data before any MLflow run exists: bad data leaves no run behind.
     dm.setup("fit")
+    sized: dict[str, Any] = {}  # model arguments sized by the data
     if cfg.model.get("cycle_per_series") and cfg.model.get("cycle_len"):
-        # per-series parameters are sized by the data
-        module: ForecastModule = instantiate(cfg.model, n_series=dm.n_series)
-    else:
-        module = instantiate(cfg.model)
+        sized["n_series"] = dm.n_series  # per-series parameters
+    if getattr(dm, "covariates", None) is not None:
+        sized["covariates"] = dm.covariates.dims  # input widths and vocabulary sizes
+    module: ForecastModule = instantiate(cfg.model, **sized)
     callbacks: list[Callback] = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb]
     trial = trial_from_config(cfg)
 
@@ -336,9 +355,8 @@ def _keep_unpublished(
     out = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
     folder = Path(out or Path(cfg.paths.log_dir) / f"run-{logger.run_id}") / UNPUBLISHED_DIR
     split = "test" if dm.test_size else "val"
-    c, shown = dm.columns, dm.ids[:2]
-    history = dm.history(split, ids=shown)
-    example = history.groupby(c.id_col, sort=False).tail(dm.input_size).astype({c.target_col: "float64"})
+    shown = dm.ids[:2]
+    example = input_example(dm, forecast_input(dm, split, shown), shown)
     register = None
     if cfg.get("register") is True:
         register = {"name": cfg.registry.name, "alias": cfg.registry.alias}

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from forecast.asof import AsOf, HistoryCut
+from forecast.asof import AsOf, HistoryCut, no_history
 from forecast.data.io import (
     check_input,
     csv_delimiter,
@@ -42,7 +42,7 @@ from forecast.data.io import (
 )
 from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_stale
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
-from forecast.engines.chunks import chunk_block
+from forecast.engines.chunks import FutureRows, chunk_block
 from forecast.errors import ConfigError, NoHistoryError, NonFiniteError
 from forecast.forecaster import Forecaster, ScaledWindows, log_padded
 
@@ -75,13 +75,31 @@ def _names(columns: ColumnSpec) -> list[str]:
     return [columns.id_col, columns.time_col, columns.target_col]
 
 
-def require_model_columns(available: list[str], columns: ColumnSpec, path: Path) -> None:
+def model_columns(forecaster: Forecaster) -> list[str]:
+    """The input columns the model reads: id, time, target, then its covariate columns."""
+    enc = forecaster.encoder
+    return _names(forecaster.columns) + ([] if enc is None else enc.table_columns)
+
+
+def input_columns(forecaster: Forecaster, available: list[str]) -> list[str]:
+    """The columns to read: the model's, and static ones the input happens to carry (a model
+    trained with a static table takes them from the input, `Forecaster.covariate_block`)."""
+    wanted = model_columns(forecaster)
+    static = forecaster.covariate_columns["static"]
+    return wanted + [col for col in static if col in available and col not in wanted]
+
+
+def require_model_columns(
+    available: list[str], columns: ColumnSpec, path: Path, covariates: list[str] | None = None
+) -> None:
     """The model's columns must be in the input: checked from its header, before any row is read."""
     hint = (
         f"The model was trained on id {columns.id_col!r}, time {columns.time_col!r} and target "
         f"{columns.target_col!r}: rename the file's columns to these."
     )
-    require_columns(available, _names(columns), path, hint)
+    if covariates:
+        hint += f" It also reads the covariate columns {covariates}."
+    require_columns(available, _names(columns) + list(covariates or []), path, hint)
 
 
 def input_rows(path: str | os.PathLike) -> int | None:
@@ -95,8 +113,11 @@ def input_rows(path: str | os.PathLike) -> int | None:
     return None
 
 
-def read_batches(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) -> Iterator[pa.Table]:
-    """The id, time and target columns in batches of at most `chunk_rows` rows, in file order.
+def read_batches(
+    path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int, forecaster: Forecaster | None = None
+) -> Iterator[pa.Table]:
+    """The id, time and target columns (and the covariate columns of `forecaster`'s model) in
+    batches of at most `chunk_rows` rows, in file order.
 
     Every problem with the file (missing, empty, no rows, truncated, other columns) is an
     InputFileError or DataValidationError naming it.
@@ -105,7 +126,10 @@ def read_batches(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) 
     names = _names(columns)
     sep = "," if is_parquet(path) else csv_delimiter(path)
     available = table_columns(path, sep)
-    require_model_columns(available, columns, path)
+    covariates = [] if forecaster is None else model_columns(forecaster)[3:]
+    require_model_columns(available, columns, path, covariates)
+    if forecaster is not None:
+        names = input_columns(forecaster, available)
     rows = 0
     with reading(path):
         if path.is_dir():
@@ -131,9 +155,11 @@ def read_batches(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) 
         raise no_rows(path, available)
 
 
-def read_sorted(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) -> Iterator[pa.Table]:
+def read_sorted(
+    path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int, forecaster: Forecaster | None = None
+) -> Iterator[pa.Table]:
     """The whole input sorted by id (stable), in slices: for input that is not grouped."""
-    table = pa.concat_tables(read_batches(path, columns, chunk_rows))
+    table = pa.concat_tables(read_batches(path, columns, chunk_rows, forecaster))
     order = pc.sort_indices(table, sort_keys=[(columns.id_col, "ascending")])  # empty ids last
     # Empty ids first instead: their chunk is validated first and refused as such, not as a gap
     # in the series they were cut from.
@@ -177,6 +203,52 @@ def _last_run_start(ids: pa.ChunkedArray) -> int:
         if start == 0:
             return 0
         span *= 4
+
+
+class FutureCut:
+    """`as_of` for a model with future-known covariates, given no future table: the rows after
+    the cut are not dropped but become future rows (target emptied), so that the input's
+    covariate values over the horizon reach the forecast (a backfill's, too)."""
+
+    def __init__(self, as_of: AsOf | None, columns: ColumnSpec, source: object):
+        self.as_of = as_of or AsOf(None)
+        self.columns, self.source = columns, source
+        self.kept = self.dropped = 0  # dropped: rows after as_of, whose target is not used
+        self._first: object = None
+
+    def tables(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        c = self.columns
+        for table in tables:
+            if self.as_of.value is None or table.num_rows == 0:
+                self.kept += table.num_rows
+                yield table
+                continue
+            n = table.num_rows
+            numbered = table.append_column("__row", pa.array(np.arange(n, dtype=np.int64)))
+            kept = self.as_of.keep(numbered, c.time_col).column("__row").to_numpy()
+            after = np.ones(n, dtype=bool)
+            after[kept] = False
+            self.kept += len(kept)
+            self.dropped += int(after.sum())
+            if not self.kept:  # the first time stamp, for the error below
+                first = pc.min(table.column(c.time_col)).as_py()
+                self._first = first if self._first is None else min(self._first, first)
+            if after.any():
+                at = table.schema.get_field_index(c.target_col)
+                target = table.column(at)
+                emptied = pc.if_else(pa.array(after), pa.nulls(n, target.type), target)
+                table = table.set_column(at, c.target_col, emptied)
+            yield table
+        if self.dropped and not self.kept:
+            raise no_history(self.as_of, self.source, self._first, c.time_col)
+        if self.as_of.value is not None:
+            log.info(
+                "as_of=%s: %d rows of history (%s), %d later row(s) used as future rows only",
+                self.as_of.label,
+                self.kept,
+                self.as_of.describe(c.time_col),
+                self.dropped,
+            )
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -325,18 +397,35 @@ def forecast_file(
     batch_size: int = 4096,
     progress: ProgressMode = "auto",
     as_of: AsOf | None = None,
+    future: str | os.PathLike | None = None,
 ) -> StreamSummary:
     """Forecast every series of `input_path` into the Parquet file `output_path`, streamed.
 
-    `as_of` drops the rows after that date (or step) as they are read (`forecast.asof`).
+    `as_of` drops the rows after that date (or step) as they are read (`forecast.asof`); for a
+    model with future-known covariates and no `future` table it keeps them as future rows
+    instead, target emptied (`FutureCut`). `future`: a table of the future-known covariates over
+    the horizon (id, time, columns), read whole and joined to each chunk's series by id.
     """
     if chunk_rows < 1 or batch_size < 1:
         raise ConfigError(f"chunk_rows and batch_size must be >= 1, got {chunk_rows} and {batch_size}")
     c = forecaster.columns
-    args = (forecaster, output_path, metadata, input_rows(input_path), batch_size, progress)
-    cut = HistoryCut(as_of, c.time_col, input_path)
+    enc = forecaster.encoder
+    ahead = None
+    if future is not None:
+        if enc is not None and enc.needs_future:
+            ahead = FutureRows.read(future, forecaster)
+        else:
+            log.info("the model reads no future-known covariates: future=%s is not used", future)
+    args = (forecaster, output_path, metadata, input_rows(input_path), batch_size, progress, ahead)
+
+    def history_cut() -> HistoryCut | FutureCut:
+        if enc is not None and enc.needs_future and ahead is None:
+            return FutureCut(as_of, c, input_path)
+        return HistoryCut(as_of, c.time_col, input_path)
+
+    cut = history_cut()
     try:
-        summary = _stream(cut.tables(read_batches(input_path, c, chunk_rows)), *args)
+        summary = _stream(cut.tables(read_batches(input_path, c, chunk_rows, forecaster)), *args)
         return replace(summary, dropped=cut.dropped)
     except NotGrouped as err:
         reason = str(err)
@@ -353,8 +442,9 @@ def forecast_file(
         reason,
         c.id_col,
     )
-    cut = HistoryCut(as_of, c.time_col, input_path)
-    return replace(_stream(cut.tables(read_sorted(input_path, c, chunk_rows)), *args), dropped=cut.dropped)
+    cut = history_cut()
+    tables = cut.tables(read_sorted(input_path, c, chunk_rows, forecaster))
+    return replace(_stream(tables, *args), dropped=cut.dropped)
 
 
 def is_grouped(path: str | os.PathLike, columns: ColumnSpec, chunk_rows: int) -> bool:
@@ -383,6 +473,7 @@ def _stream(
     total_rows: int | None,
     batch_size: int,
     progress: ProgressMode,
+    future: FutureRows | None = None,
 ) -> StreamSummary:
     """Chunks of whole series -> validated windows; every `batch_size` series -> network -> file."""
     started = time.perf_counter()
@@ -408,7 +499,7 @@ def _stream(
     with AtomicParquetWriter(output_path, metadata) as writer:
         try:
             for table, first_row in whole_series(tables, forecaster.columns.id_col):
-                block = chunk_block(table, forecaster, first_row)
+                block = chunk_block(table, forecaster, first_row, future)
                 ids = block.ids.tolist()
                 if not seen.isdisjoint(ids):
                     again = next(i for i in ids if i in seen)

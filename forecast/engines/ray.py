@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from forecast.data.staging import fsync_tree, output_error, remove, staging_path, sweep_stale
@@ -86,14 +87,23 @@ def forecast_partition(
     runtime: Runtime,
     batch_size: int,
     metadata: dict[str, str],
+    future: object = None,
 ) -> pa.Table:
-    """One partition of whole series in, its forecast out (model metadata in the schema)."""
+    """One partition of whole series in, its forecast out (model metadata in the schema).
+
+    `future`: the future table (`FutureRows`, or a Ray object reference to it): each partition
+    takes the rows of its own series.
+    """
     from forecast.engines.chunks import chunk_block
 
     forecaster = _worker_forecaster(model_uri, tracking_uri, runtime)
+    if future is not None and not hasattr(future, "for_ids"):
+        import ray
+
+        future = ray.get(future)
     c = forecaster.columns
     table = table.drop_columns([PARTITION]).sort_by([(c.id_col, "ascending"), (c.time_col, "ascending")])
-    block = chunk_block(table, forecaster)
+    block = chunk_block(table, forecaster, future=future)
     frame = forecaster.forecast_windows(forecaster.scaled_windows(block), batch_size)
     out = pa.Table.from_pandas(frame, preserve_index=False)
     extra = {k.encode(): v.encode() for k, v in metadata.items()}
@@ -174,19 +184,40 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             remove(tmp)
 
 
-def check_input(path: str | os.PathLike, columns: ColumnSpec) -> tuple[Path, str]:
-    """(path, CSV delimiter) of a usable input, before Ray starts: else one error naming the file."""
+def check_input(
+    path: str | os.PathLike, columns: ColumnSpec, forecaster: Forecaster | None = None
+) -> tuple[Path, str, list[str]]:
+    """(path, CSV delimiter, columns to read) of a usable input, before Ray starts: else one
+    error naming the file. The columns: id, time, target and `forecaster`'s covariate columns."""
     from forecast.data.io import check_input as check_path
     from forecast.data.io import csv_delimiter, has_rows, is_parquet, no_rows, table_columns
-    from forecast.engines.local import require_model_columns
+    from forecast.engines.local import input_columns, model_columns, require_model_columns
 
     source = check_path(path)
     sep = "," if is_parquet(source) else csv_delimiter(source)
     available = table_columns(source, sep)
-    require_model_columns(available, columns, source)
+    covariates = [] if forecaster is None else model_columns(forecaster)[3:]
+    require_model_columns(available, columns, source, covariates)
     if not has_rows(source, sep):  # also reads every Parquet footer: a truncated file fails here
         raise no_rows(source, available)
-    return source, sep
+    names = [columns.id_col, columns.time_col, columns.target_col]
+    return source, sep, names if forecaster is None else input_columns(forecaster, available)
+
+
+def empty_after(table: pa.Table, as_of: AsOf, time_col: str, target_col: str) -> pa.Table:
+    """`as_of` for a model with future-known covariates and no future table: the rows after the
+    cut keep their covariates as future rows, their target emptied (`forecast.engines.local.FutureCut`)."""
+    n = table.num_rows
+    if as_of.value is None or n == 0:
+        return table
+    numbered = table.append_column("__row", pa.array(np.arange(n, dtype=np.int64)))
+    after = np.ones(n, dtype=bool)
+    after[as_of.keep(numbered, time_col).column("__row").to_numpy()] = False
+    if not after.any():
+        return table
+    at = table.schema.get_field_index(target_col)
+    target = table.column(at)
+    return table.set_column(at, target_col, pc.if_else(pa.array(after), pa.nulls(n, target.type), target))
 
 
 def _read(ray, source: Path, sep: str, names: list[str]):
@@ -209,11 +240,14 @@ def forecast_on_ray(
     retry: LoadRetry | None = None,
     as_of: AsOf | None = None,
     metadata: dict[str, str] | None = None,
+    future: str | None = None,
 ) -> tuple[StreamSummary, ModelRef]:
     """Forecast every series of `input_path` on Ray into the folder `output_path`.
 
-    `as_of` drops the rows after that date (or step) in the workers, before the shuffle;
-    `metadata` is added to the output files' own.
+    `as_of` drops the rows after that date (or step) in the workers, before the shuffle (a
+    model with future-known covariates and no future table keeps them as future rows, target
+    emptied); `metadata` is added to the output files' own. `future`: the future table, read
+    here, put in Ray's object store once and joined to each partition's series by id.
     """
     ray = _import_ray()
     import mlflow
@@ -230,8 +264,14 @@ def forecast_on_ray(
     loaded = Forecaster.load(folder)
     columns = loaded.columns
     as_of.check(loaded.settings.freq, columns.time_col)
-    names = [columns.id_col, columns.time_col, columns.target_col]
-    source, sep = check_input(input_path, columns)
+    source, sep, names = check_input(input_path, columns, loaded)
+    enc = loaded.encoder
+    ahead = None
+    if future is not None and enc is not None and enc.needs_future:
+        from forecast.engines.chunks import FutureRows
+
+        ahead = FutureRows.read(future, loaded)
+    keep_after = enc is not None and enc.needs_future and ahead is None
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = dict(options.init_kwargs)
@@ -243,11 +283,16 @@ def forecast_on_ray(
     try:
         data = raw = _read(ray, source, sep, names)
         dropped = 0
+        cut = raw
         if as_of.value is not None:
-            data = raw.map_batches(
+            cut = raw.map_batches(
                 cut_table, fn_kwargs={"as_of": as_of, "time_col": columns.time_col}, batch_format="pyarrow"
             )
-        rows = data.count()
+            data = cut
+            if keep_after:
+                kwargs = {"as_of": as_of, "time_col": columns.time_col, "target_col": columns.target_col}
+                data = raw.map_batches(empty_after, fn_kwargs=kwargs, batch_format="pyarrow")
+        rows = cut.count()
         if as_of.value is not None:
             dropped = raw.count() - rows
             log.info(
@@ -280,6 +325,7 @@ def forecast_on_ray(
                     "runtime": runtime,
                     "batch_size": batch_size,
                     "metadata": {**ref.metadata(), **(metadata or {})},
+                    "future": None if ahead is None else ray.put(ahead),
                 },
                 batch_format="pyarrow",
                 concurrency=workers,

@@ -84,6 +84,25 @@ def _requirements() -> list[str]:
     ]
 
 
+def input_metadata(forecaster: Forecaster) -> dict[str, Any]:
+    """What a request must carry, for the MLmodel file: the id, time and target columns, the
+    covariate columns by kind, and how many future rows (target empty) each series needs."""
+    c, enc = forecaster.columns, forecaster.encoder
+    columns: dict[str, Any] = {"id": c.id_col, "time": c.time_col, "target": c.target_col}
+    if enc is not None:
+        kinds = forecaster.covariate_columns
+        columns.update({"futr": kinds["futr"], "hist": kinds["hist"], "static": kinds["static"]})
+        columns["categorical"] = enc.futr_cat + enc.hist_cat + enc.static_cat
+        columns["calendar"] = kinds["calendar"]  # computed from the time stamps: no column needed
+    horizon = forecaster.settings.horizon
+    return {
+        "input_columns": columns,
+        "horizon": horizon,
+        # the next `horizon` rows of every series with the future-known columns, target empty
+        "future_rows": horizon if enc is not None and enc.needs_future else 0,
+    }
+
+
 def log_forecaster(
     forecaster: Forecaster,
     input_example: pd.DataFrame,
@@ -98,10 +117,10 @@ def log_forecaster(
     # time stamps from CSV or JSON ("Can not safely convert str to datetime64"), integer ids or
     # a single bad value with a generic "Failed to enforce schema"; and a schema of `Any` columns
     # breaks `mlflow models serve` for text/csv (its CSV parser needs concrete types). The
-    # columns the model reads are listed in the MLmodel file's metadata instead.
+    # same holds for covariate columns (categorical ones arrive as text or numbers, future rows
+    # leave the target empty). The columns the model reads are listed in the MLmodel file's
+    # metadata instead (`input_metadata`), and the input example carries them.
     signature.inputs = None
-    c = forecaster.columns
-    columns = {"id": c.id_col, "time": c.time_col, "target": c.target_col}
     with tempfile.TemporaryDirectory() as tmp:
         data = forecaster.save(Path(tmp) / "forecaster")
         for name, text in (extra_files or {}).items():
@@ -111,7 +130,7 @@ def log_forecaster(
             loader_module=__name__,
             data_path=str(data),
             signature=signature,
-            metadata={"input_columns": columns, "horizon": forecaster.settings.horizon},
+            metadata=input_metadata(forecaster),
             input_example=input_example,
             pip_requirements=_requirements(),
             registered_model_name=registered_model_name,
