@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from forecast.data.covariates import (
     CALENDAR_PERIODS,
@@ -17,6 +19,7 @@ from forecast.data.covariates import (
 )
 from forecast.data.datamodule import SeriesDataModule
 from forecast.data.validation import ColumnSpec
+from forecast.data.windows import SeriesArrays, WindowDataset, window_starts
 from forecast.errors import ConfigError, DataValidationError
 
 N = 12  # rows per series in the small tables
@@ -533,3 +536,59 @@ def test_static_table_and_file_reading(tmp_path):
     dm = SeriesDataModule(path=str(path), freq="h", input_size=L, horizon=H, **kw)
     with pytest.raises(DataValidationError, match=r"no row for 1 series \('b'\)"):
         dm.setup()
+
+
+# ---- property: every window's covariates, padded or not, against a per-window reference ------
+
+
+@settings(deadline=None, derandomize=True, database=None, print_blob=False, max_examples=60)
+@given(
+    lengths=st.lists(st.integers(1, 30), min_size=1, max_size=4),
+    input_size=st.integers(1, 8),
+    horizon=st.integers(1, 5),
+    data=st.data(),
+)
+def test_window_covariates_match_a_per_window_reference(lengths, input_size, horizon, data):
+    L_, H_ = input_size, horizon
+    n = np.array(lengths)
+    assume((n >= H_).any())
+    offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
+    rows = int(offsets[-1])
+    futr = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2) + 1  # every stored value nonzero
+    hist = -np.arange(rows, dtype=np.float32).reshape(rows, 1) - 1
+    codes = (np.arange(rows, dtype=np.int32) % 5 + 1).reshape(rows, 1)
+    static = np.arange(len(n), dtype=np.float32).reshape(-1, 1) + 0.5
+    arrays = SeriesArrays(
+        values=np.ones(rows, dtype=np.float32),
+        offsets=offsets,
+        loc=np.zeros(len(n), np.float32),
+        scale=np.ones(len(n), np.float32),
+        mase_scale=np.ones(len(n), np.float32),
+        futr=futr,
+        futr_cat=codes,
+        hist=hist,
+        hist_cat=codes,
+        static=static,
+        static_cat=codes[: len(n)],
+    )
+    # every window whose horizon lies inside its series, the input padded where it starts before
+    starts = window_starts(offsets, np.full(len(n), 1), n, L_, H_)
+    assume(len(starts) > 0)
+    picks = data.draw(st.lists(st.integers(0, len(starts) - 1), min_size=1, max_size=6))
+    batch = WindowDataset(arrays, starts, L_, H_, padded=True).__getitems__(picks)
+    for b, i in enumerate(picks):
+        start = int(starts[i])
+        series = int(np.searchsorted(offsets, start + L_, side="right") - 1)
+        first = offsets[series]
+        pos = start + np.arange(L_ + H_)
+        inside = pos >= first
+        want_futr = np.where(inside[:, None], futr[np.maximum(pos, 0)], 0)
+        want_codes = np.where(inside[:, None], codes[np.maximum(pos, 0)], 0)
+        np.testing.assert_array_equal(batch["futr"][b].numpy(), want_futr)
+        np.testing.assert_array_equal(batch["futr_cat"][b].numpy(), want_codes)
+        np.testing.assert_array_equal(
+            batch["hist"][b].numpy(), np.where(inside[:L_, None], hist[np.maximum(pos[:L_], 0)], 0)
+        )
+        np.testing.assert_array_equal(batch["hist_cat"][b].numpy(), want_codes[:L_])
+        assert batch["static"][b].item() == static[series, 0]
+        assert batch["static_cat"][b].item() == codes[series, 0]
