@@ -389,10 +389,10 @@ class SeriesDataModule(L.LightningDataModule):
 
         Rebuilt from the stored values and each series' first time stamp, in the validated
         table's order and dtypes (other columns of the input are not kept). With covariates,
-        their columns follow (`covariates.table_columns`: future-known, past-only, and static
-        unless from a static table), rebuilt from the encoded values: numeric ones up to float32
-        rounding, categorical ones as their labels (strings; a category unseen in training, or
-        missing, comes back empty), so that they encode to what the model trained on.
+        their columns follow (future-known, past-only, then static ones, also those read from a
+        static table, repeated on every row), rebuilt from the encoded values: numeric ones up
+        to float32 rounding, categorical ones as their labels (strings; a category unseen in
+        training, or missing, comes back empty), so that they encode to what the model trained on.
         `future=True` adds, for a model with future-known covariates, each series' next
         `horizon` rows after the cut (target and past-only columns empty), as a forecast input
         carries them; only as many as the data has (none with before=None).
@@ -439,9 +439,10 @@ class SeriesDataModule(L.LightningDataModule):
         columns = {}
         kinds = [("futr", enc.futr_num, a.futr, rows), ("futr_cat", enc.futr_cat, a.futr_cat, rows)]
         kinds += [("hist", enc.hist_num, a.hist, rows), ("hist_cat", enc.hist_cat, a.hist_cat, rows)]
-        if not enc.static_table:
-            kinds += [("static", enc.static_num, a.static, series)]
-            kinds += [("static_cat", enc.static_cat, a.static_cat, series)]
+        kinds += [
+            ("static", enc.static_num, a.static, series),
+            ("static_cat", enc.static_cat, a.static_cat, series),
+        ]
         for kind, names, stored, where in kinds:
             for j, name in enumerate(names):  # numeric futr columns come before the calendar's
                 encoded = stored[where, j]
@@ -450,7 +451,8 @@ class SeriesDataModule(L.LightningDataModule):
                     if kind.endswith("_cat")
                     else enc.decode_numeric(name, encoded)
                 )
-        extra = pd.DataFrame({name: columns[name] for name in enc.table_columns}, index=frame.index)
+        names = list(dict.fromkeys(enc.table_columns + enc.static_columns))  # a static table's too
+        extra = pd.DataFrame({name: columns[name] for name in names}, index=frame.index)
         return pd.concat([frame, extra], axis=1)
 
 
