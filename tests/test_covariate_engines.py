@@ -1,0 +1,168 @@
+"""Covariates through every engine: streamed (local), ONNX, the pyfunc and Ray agree with
+`Forecaster.predict` to 1e-5; missing future rows write nothing; as_of keeps later rows as
+future rows."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from covariate_helpers import ALL, FUTR, H, build, covariate_frame, split, with_future_rows
+from mlflow.exceptions import MlflowException
+
+from forecast.asof import AsOf
+from forecast.data.validation import DataValidationError
+from forecast.engines.local import forecast_file
+from forecast.engines.onnx import onnx_export_available
+from forecast.forecaster import Forecaster
+from forecast.tracking import ensure_experiment, log_forecaster, register
+
+CUT = 48  # each series' history ends at the end of 2024-01-02 (hourly from 2024-01-01 00:00)
+
+
+@pytest.fixture(scope="module")
+def data():
+    frame = covariate_frame(n_series=7, length=60, seed=2)
+    history, future = split(frame, CUT)
+    return frame, history, future
+
+
+@pytest.fixture(scope="module")
+def model(data, tmp_path_factory) -> tuple[Forecaster, Forecaster | None]:
+    """The model (torch) and, when ONNX is installed, its ONNX copy loaded back."""
+    frame, _, _ = data
+    forecaster = build(frame, **ALL)
+    if not onnx_export_available():
+        return forecaster, None
+    path = forecaster.save(tmp_path_factory.mktemp("model") / "m", export=["onnx"])
+    return forecaster, Forecaster.load(path, runtime="onnx")
+
+
+def assert_close(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    got = got.sort_values(["unique_id", "ds"], ignore_index=True)
+    expected = expected.sort_values(["unique_id", "ds"], ignore_index=True)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+@pytest.mark.parametrize("source", ["rows.parquet", "rows.csv", "future.parquet", "future.csv"])
+def test_streamed_engine_matches_predict(data, model, tmp_path, runtime, source):
+    frame, history, future = data
+    torch_model, onnx_model = model
+    forecaster = torch_model if runtime == "torch" else onnx_model
+    if forecaster is None:
+        pytest.skip("onnxruntime not installed")
+    expected = torch_model.predict(history, future=future[["unique_id", "ds", *FUTR]])
+    kind, suffix = source.split(".")
+    table = with_future_rows(history, future) if kind == "rows" else history
+    path = tmp_path / f"input.{suffix}"
+    extra = {}
+    if suffix == "csv":
+        table.to_csv(path, index=False)
+    else:
+        table.to_parquet(path, index=False)
+    if kind == "future":
+        extra["future"] = tmp_path / f"future.{suffix}"
+        ahead = future[["unique_id", "ds", *FUTR]]
+        ahead.to_csv(extra["future"], index=False) if suffix == "csv" else ahead.to_parquet(extra["future"])
+    # 25 rows a read: series are carried across reads and chunks hold a few series each
+    summary = forecast_file(
+        forecaster, path, tmp_path / "out.parquet", chunk_rows=25, progress="none", **extra
+    )
+    assert summary.series == 7 and summary.chunks > 1
+    assert_close(pd.read_parquet(tmp_path / "out.parquet"), expected)
+
+
+def test_missing_future_rows_write_nothing(data, model, tmp_path):
+    _, history, future = data
+    forecaster, _ = model
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"yesterday's forecast")
+    short = future[~((future.unique_id == "s5") & (future.ds == future.ds.max()))]
+    with_future_rows(history, short).to_parquet(tmp_path / "in.parquet", index=False)
+    with pytest.raises(DataValidationError, match=r"'s5' at 2024-01-03 03:00:00\. Give .* \[in input rows"):
+        forecast_file(forecaster, tmp_path / "in.parquet", out, chunk_rows=25, progress="none")
+    history.to_parquet(tmp_path / "history.parquet", index=False)
+    short.to_parquet(tmp_path / "future.parquet", index=False)
+    with pytest.raises(DataValidationError, match=r"'s5' at 2024-01-03 03:00:00"):
+        forecast_file(
+            forecaster, tmp_path / "history.parquet", out, progress="none", future=tmp_path / "future.parquet"
+        )
+    assert out.read_bytes() == b"yesterday's forecast"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "future.parquet",
+        "history.parquet",
+        "in.parquet",
+        "out.parquet",
+    ]
+
+
+def test_as_of_keeps_later_rows_as_future_rows(data, model, tmp_path):
+    """A backfill: the input holds the actuals after as_of; their covariates are the horizon's."""
+    frame, history, future = data
+    forecaster, _ = model
+    frame.to_parquet(tmp_path / "all.parquet", index=False)
+    summary = forecast_file(
+        forecaster,
+        tmp_path / "all.parquet",
+        tmp_path / "out.parquet",
+        progress="none",
+        as_of=AsOf(date(2024, 1, 2)),
+    )
+    assert summary.dropped == 7 * (60 - CUT)
+    assert_close(pd.read_parquet(tmp_path / "out.parquet"), forecaster.predict(history, future=future))
+
+
+def test_pyfunc_takes_one_long_table(data, model, isolated_mlflow, tmp_path):
+    _, history, future = data
+    forecaster, _ = model
+    table = with_future_rows(history, future)
+    example = table[table.unique_id.isin(["s0", "s1"])].groupby("unique_id").tail(12 + H)
+    with mlflow.start_run(experiment_id=ensure_experiment("cov-pyfunc", tmp_path)):
+        info = log_forecaster(forecaster, example.reset_index(drop=True))
+    columns = info.metadata["input_columns"]
+    assert columns["futr"] == ["price", "promo"] and columns["hist"] == ["load", "weather"]
+    assert columns["static"] == ["size", "store"] and columns["calendar"] == ["hour"]
+    assert info.metadata["future_rows"] == H
+    register(info.model_uri, "cov-pyfunc", "champion")
+    loaded = mlflow.pyfunc.load_model("models:/cov-pyfunc@champion")
+    assert_close(loaded.predict(table), forecaster.predict(table))
+    with pytest.raises(MlflowException, match="lack future values"):
+        loaded.predict(history)
+
+
+@pytest.mark.slow
+def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_path):
+    pytest.importorskip("ray")
+    from pipeline_helpers import register_forecaster
+
+    from forecast.batch import RayOptions, run_batch_forecast
+
+    _, history, future = data
+    forecaster, _ = model
+    table = with_future_rows(history, future)
+    uri = register_forecaster(forecaster, table, "cov-ray", tmp_path, 12 + H)
+    table.to_parquet(tmp_path / "rows.parquet", index=False)
+    history.to_parquet(tmp_path / "history.parquet", index=False)
+    future[["unique_id", "ds", *FUTR]].to_parquet(tmp_path / "future.parquet", index=False)
+    expected = forecaster.predict(table)
+    options = RayOptions(num_cpus=2, rows_per_partition=150, init_kwargs={"object_store_memory": 200 * 2**20})
+    for name, extra in [("rows", {}), ("history", {"future": str(tmp_path / "future.parquet")})]:
+        out = tmp_path / f"ray-{name}"
+        run_batch_forecast(
+            uri,
+            str(tmp_path / f"{name}.parquet"),
+            str(out),
+            str(tmp_path),
+            engine="ray",
+            runtime="torch",
+            ray=options,
+            as_of=AsOf(None),
+            **extra,
+        )
+        got = pd.read_parquet(out)
+        assert np.isfinite(got["y_hat"]).all()
+        assert_close(got[expected.columns.tolist()], expected)
