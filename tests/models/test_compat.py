@@ -16,7 +16,11 @@ from forecast.models.inputs import PositionalNet, input_keys
 
 FIXTURE = torch.load(Path(__file__).parent / "fixtures" / "nets_before_covariates.pt", weights_only=True)
 NAMES = sorted(FIXTURE["nets"])
-NO_COVARIATES = [None, {}, {"futr": 0, "futr_cat": [], "hist": 0, "hist_cat": [], "static": 0, "static_cat": []}]
+NO_COVARIATES = [
+    None,
+    {},
+    {"futr": 0, "futr_cat": [], "hist": 0, "hist_cat": [], "static": 0, "static_cat": []},
+]
 
 
 def _inputs() -> tuple[torch.Tensor, ...]:
@@ -29,7 +33,9 @@ def test_old_nets_keep_their_parameters_and_numbers(name, covariates):
     saved = FIXTURE["nets"][name]
     net = build_net("recurrent", {**saved["params"], "covariates": covariates}).eval()
     # Same state-dict keys and shapes as before covariates existed: strict loading succeeds.
-    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in saved["state"].items()}
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in saved["state"].items()
+    }
     net.load_state_dict(saved["state"], strict=True)
     x, x_mask, step, series = _inputs()
     with torch.no_grad():
