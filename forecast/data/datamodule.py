@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from forecast.data.calendar import fixed_step, season_length_for, step_index
 from forecast.data.covariates import CovariateConfig, CovariateEncoder, read_static_table, validate_covariates
-from forecast.data.io import read_table
+from forecast.data.io import TRAIN_COLUMNS_HINT, read_table
 from forecast.data.scaling import ScalerKind, SeriesScaler, segment_stats
 from forecast.data.validation import (
     ColumnSpec,
@@ -185,8 +185,14 @@ class SeriesDataModule(L.LightningDataModule):
         if self.hparams.dataset is not None:
             return load_dataset(self.hparams.dataset)
         c = self.columns
-        wanted = [c.id_col, c.time_col, c.target_col, *self.covariate_config.columns]
-        return read_table(self.hparams.path, columns=wanted, only=True)
+        covariates = list(self.covariate_config.columns)
+        hint = TRAIN_COLUMNS_HINT
+        if covariates:
+            hint += (
+                f" Covariates {covariates}: fix data.futr_exog / data.hist_exog / data.static or add them."
+            )
+        wanted = [c.id_col, c.time_col, c.target_col, *covariates]
+        return read_table(self.hparams.path, columns=wanted, hint=hint, only=True)
 
     def setup(self, stage: str | None = None) -> None:
         """Validate once and build the window index; later calls are no-ops."""

@@ -593,3 +593,11 @@ def test_window_covariates_match_a_per_window_reference(lengths, input_size, hor
         np.testing.assert_array_equal(batch["hist_cat"][b].numpy(), want_codes[:L_])
         assert batch["static"][b].item() == static[series, 0]
         assert batch["static_cat"][b].item() == codes[series, 0]
+
+
+def test_a_file_without_a_declared_covariate_names_it(tmp_path):
+    path = tmp_path / "long.csv"
+    covariate_frame().drop(columns=["load"]).to_csv(path, index=False)
+    dm = SeriesDataModule(path=str(path), freq="h", input_size=L, horizon=H, **KINDS)
+    with pytest.raises(DataValidationError, match=r"missing column\(s\) \['load'\].*data.hist_exog"):
+        dm.setup()
