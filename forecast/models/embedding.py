@@ -107,3 +107,20 @@ class CovariateEmbedding(nn.Module):
         if self.static_cat is not None:
             parts.append(self.static_cat(_take(batch, "static_cat", len(self.dims.static_cat))))
         return torch.cat(parts, dim=-1) if parts else None
+
+
+def recurrent_inputs(inputs: torch.Tensor, static: torch.Tensor | None, segment_len: int) -> torch.Tensor:
+    """Per-step features (B, L, C) (+ static (B, S)) -> one row per recurrent step (B, N, seg * C + S).
+
+    The steps are grouped into segments of `segment_len` (the oldest padded with zeros in front)
+    and the static features joined once per recurrent step.
+    """
+    B, L, _ = inputs.shape
+    n_segments = -(-L // segment_len)
+    pad = n_segments * segment_len - L
+    if pad:
+        inputs = nn.functional.pad(inputs, (0, 0, pad, 0))  # (B, N * seg, C), zeros in front
+    inputs = inputs.reshape(B, n_segments, -1)  # (B, N, seg * C)
+    if static is not None:
+        inputs = torch.cat([inputs, static[:, None].expand(-1, n_segments, -1)], dim=-1)
+    return inputs

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from forecast.errors import ConfigError
-from forecast.models.embedding import CovariateEmbedding
+from forecast.models.embedding import CovariateEmbedding, recurrent_inputs
 from forecast.models.heads import FutureHead, MLPHead
 from forecast.models.inputs import CovariateDims, as_batch
 
@@ -234,15 +234,9 @@ class RecurrentForecaster(nn.Module):
                 inputs = torch.cat([inputs, past], dim=-1)  # (B, L, 2 + C)
             static = self.covariates.static(batch)  # (B, S) or None
             futr = self.covariates.future(batch, L, self.horizon)  # (B, H, F) or None
+        inputs = recurrent_inputs(inputs, static, self.segment_len)  # (B, N, seg * (2 + C) + S)
         if self.embed is not None:
-            pad = self.n_segments * self.segment_len - L
-            inputs = nn.functional.pad(inputs, (0, 0, pad, 0))  # (B, N * seg, 2 + C), zeros in front
-            inputs = inputs.reshape(x.shape[0], self.n_segments, -1)  # (B, N, seg * (2 + C))
-            if static is not None:
-                inputs = torch.cat([inputs, static[:, None].expand(-1, self.n_segments, -1)], dim=-1)
             inputs = self.embed(inputs)  # (B, N, hidden)
-        elif static is not None:
-            inputs = torch.cat([inputs, static[:, None].expand(-1, L, -1)], dim=-1)  # (B, L, 2 + C + S)
         _, state = self.rnn(inputs)
         if self.decoder == "segments":
             covariates = self._segment_covariates(futr, static, x.shape[0])  # (B, M, in) or None
