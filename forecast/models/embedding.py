@@ -89,9 +89,10 @@ class CovariateEmbedding(nn.Module):
         """(B, L, step_dim) for the L input steps, or None without time-varying covariates."""
         parts = self._futr(batch, 0, L)
         if self.dims.hist:
-            parts.append(_take(batch, "hist", self.dims.hist, L)[:, -L:].float())  # (B, L, P)
+            # The input window is the first L steps (like futr); nothing after the origin is read.
+            parts.append(_take(batch, "hist", self.dims.hist, L)[:, :L].float())  # (B, L, P)
         if self.hist_cat is not None:
-            parts.append(self.hist_cat(_take(batch, "hist_cat", len(self.dims.hist_cat), L)[:, -L:]))
+            parts.append(self.hist_cat(_take(batch, "hist_cat", len(self.dims.hist_cat), L)[:, :L]))
         return torch.cat(parts, dim=-1) if parts else None
 
     def future(self, batch: Mapping[str, torch.Tensor], L: int, H: int) -> torch.Tensor | None:
