@@ -433,7 +433,9 @@ class Forecaster:
             "calendar": list(enc.calendar),
         }
 
-    def covariate_block(self, table: pd.DataFrame, future: pd.DataFrame | None = None) -> SeriesBlock:
+    def covariate_block(
+        self, table: pd.DataFrame, future: pd.DataFrame | None = None, need_future: bool = True
+    ) -> SeriesBlock:
         """Validate a long table with covariates and encode them: the series ready to forecast.
 
         Each series' trailing rows with an empty target are its future rows (a series' history
@@ -442,6 +444,10 @@ class Forecaster:
         time stamps of each series (the input's own future rows are then not used). A series
         without them all is a DataValidationError naming it and the missing time stamps.
         Calendar features come from the time stamps and need no future rows.
+
+        `need_future=False`: no future rows are required, and `ahead` points right after each
+        series' history, for a caller that forecasts from earlier origins inside the history and
+        sets `CovariateRows.ahead` to its own cutoffs (a backtest; `CovariateRows.take`).
         """
         s, c, enc = self.settings, self.columns, self.encoder
         assert enc is not None, "covariate_block is for models with covariates"
@@ -479,14 +485,20 @@ class Forecaster:
         # Rows whose covariates the forecast reads: the input window, and the horizon rows.
         in_window = in_history & (rows >= np.repeat(hist_end - L, lengths))
         ahead_rows = (rows >= np.repeat(hist_end, lengths)) & (rows < np.repeat(hist_end + H, lengths))
-        own_future = enc.needs_future and future is None
+        own_future = enc.needs_future and future is None and need_future
         static_source = self._static_source(frame)
+        if not need_future:  # origins anywhere in the history: every row may be read
+            in_window, ahead_rows, own_future_rows = in_history, ~in_history, True
+        else:
+            own_future_rows = own_future
         self._check_covariates(
-            frame, in_window, in_window | (ahead_rows if own_future else False), static_source
+            frame, in_window, in_window | (ahead_rows if own_future_rows else False), static_source
         )
 
         encoded = enc.encode_rows(frame, c.time_col, s.freq)  # key -> (rows, width)
-        if own_future:
+        if not need_future:
+            ahead = hist_end
+        elif own_future:
             available = ends - hist_end
             short = available < H
             if short.any():

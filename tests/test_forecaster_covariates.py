@@ -187,3 +187,25 @@ def test_models_saved_before_covariates_forecast_the_same(name, runtime):
     assert (got["ds"].to_numpy() == expected["ds"].to_numpy()).all()
     # the CSV holds the float32 forecasts rounded to 8 significant digits
     np.testing.assert_allclose(got.iloc[:, 2:].to_numpy(), expected.iloc[:, 2:].to_numpy(), rtol=1e-6)
+
+
+def test_origins_inside_the_history_forecast_as_a_cut_history(frame, model):
+    """The backtest's recipe: encode the whole table once (need_future=False), cut each series
+    at an earlier origin and point `ahead` there: the same forecast as the cut history with
+    its next rows as future rows."""
+    from forecast.forecaster import CovariateRows
+
+    block = model.covariate_block(frame, need_future=False)
+    cut_at = block.starts + 40  # (n,) origins: 40 rows into every series
+    rows = block.covariates
+    cut = SeriesBlock(
+        block.ids,
+        block.starts,
+        cut_at,
+        block.values,
+        frame["ds"].to_numpy()[cut_at - 1],
+        CovariateRows(rows.rows, rows.static, cut_at),
+    )
+    got = model.forecast_windows(model.scaled_windows(cut))
+    history, future = split(frame, 40)
+    pd.testing.assert_frame_equal(got, model.predict(with_future_rows(history, future)))
