@@ -682,8 +682,10 @@ class Forecaster:
             if block.covariates is None:
                 raise ConfigError(
                     "this model reads covariates "
-                    f"({', '.join(f'{k}: {v}' for k, v in self.covariate_columns.items() if v)}); "
-                    "its series must come through Forecaster.covariate_block, which encodes them"
+                    f"({', '.join(f'{k}: {v}' for k, v in self.covariate_columns.items() if v)}) "
+                    "but its series come without them: only paths that build series with "
+                    "Forecaster.covariate_block pass them (predict, the batch forecast, the pyfunc; not "
+                    "yet the backtest)"
                 )
             covariates = block.covariates.windows(
                 positions, positions < block.starts[:, None], self.settings.horizon
