@@ -46,6 +46,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import protocol  # noqa: E402
+from throughput import neuralforecast_python  # noqa: E402  (stdlib imports only at its top)
 
 KEYS = ("mae", "rmse", "smape", "rmae")
 CALENDAR = ("hour", "dayofweek")
@@ -283,18 +284,6 @@ def choice(market: str, input_size: int, by_variant: dict[str, dict]) -> dict:
 
 
 # -- neuralforecast (a child process) --------------------------------------------------------------
-def neuralforecast_python() -> tuple[str | None, str]:
-    """Which interpreter runs neuralforecast, or None and why not (as bench/throughput.py)."""
-    env = os.environ.get("NEURALFORECAST_PYTHON")
-    candidates = [env] if env else [sys.executable, "/tmp/nfvenv/bin/python"]
-    for python in candidates:
-        if python and Path(python).exists():
-            ok = subprocess.run([python, "-c", "import neuralforecast"], capture_output=True).returncode == 0
-            if ok:
-                return python, ""
-    return None, f"neuralforecast not importable by {candidates} (set NEURALFORECAST_PYTHON)"
-
-
 def nf_worker(spec_path: Path) -> None:
     """In the neuralforecast interpreter: fit its LSTM once on the rows before the test days (the
     last `val_days` validating: its early stopping), then forecast every validation and test day
@@ -350,7 +339,8 @@ def nf_worker(spec_path: Path) -> None:
     val = days_of(train, spec["val_days"])
     np.save(spec["out"] + ".test.npy", test)
     np.save(spec["out"] + ".val.npy", val)
-    steps_taken = int(getattr(getattr(model, "trainer", None), "global_step", 0) or 0)
+    trajectory = getattr(nf.models[0], "train_trajectories", None) or []  # (global step, loss) per step
+    steps_taken = int(trajectory[-1][0]) + 1 if trajectory else 0
     print(json.dumps({"fit_s": fit_s, "predict_s": predict_s, "steps": steps_taken}), flush=True)
 
 

@@ -90,3 +90,48 @@ def test_scores_by_hand():
         protocol.epf_origins(5, 48)
     with pytest.raises(ValueError):
         protocol.load_epf(DATA, "XX")
+
+
+def test_day_inputs_see_prices_before_the_day_and_covariates_through_it():
+    """bench/epf.py's batch for day d: prices up to the end of d - 1, covariates (and calendar)
+    of rows [o - L, o + 24): changing a price of day d or a covariate after it changes nothing."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from forecast.data.covariates import CovariateConfig, CovariateEncoder
+
+    epf = importlib.import_module("epf")
+    n, L = 24 * 12, 48
+    frame = pd.DataFrame(
+        {
+            "unique_id": "NP",
+            "ds": pd.date_range("2018-01-01", periods=n, freq="h"),
+            "y": np.arange(n, dtype=float),
+            "load_forecast": np.arange(n, dtype=float) * 10,
+            "wind_forecast": np.ones(n),
+        }
+    )
+    config = CovariateConfig(futr=("load_forecast", "wind_forecast"), calendar=("hour",))
+    encoder = CovariateEncoder.fit(frame, config, np.ones(n, bool))
+
+    class Scaler:
+        def lookup(self, ids):
+            return np.array([10.0]), np.array([2.0]), np.array([True])
+
+    forecaster = SimpleNamespace(
+        scaler=Scaler(),
+        settings=SimpleNamespace(net_params={}, freq="h", covariates=encoder.to_dict()),
+    )
+    origins = np.array([24 * 5, 24 * 8])
+    batch = epf.day_inputs(forecaster, frame, origins, L)
+    assert batch["x"].shape == (2, L) and batch["futr"].shape == (2, L + 24, 4)
+    np.testing.assert_allclose(batch["x"][0], (np.arange(24 * 5 - L, 24 * 5) - 10) / 2)
+    changed = frame.copy()
+    changed.loc[24 * 5 : 24 * 6 - 1, "y"] = -1.0  # the prices of the first forecast day
+    changed.loc[24 * 6 :, "load_forecast"] = -1.0  # covariates after it
+    again = epf.day_inputs(forecaster, changed, origins[:1], L)
+    np.testing.assert_array_equal(again["x"], batch["x"][:1])
+    np.testing.assert_array_equal(again["futr"], batch["futr"][:1])
+    changed.loc[24 * 6 - 1, "load_forecast"] = 0.0  # the last hour of the day: an input
+    assert not np.array_equal(epf.day_inputs(forecaster, changed, origins[:1], L)["futr"], batch["futr"][:1])
