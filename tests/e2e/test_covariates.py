@@ -7,6 +7,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -135,3 +137,29 @@ def test_batch_forecast_with_a_future_table(trained):
     )
     assert proc.returncode != 0 and "'s3' at" in proc.stderr
     assert not (work / "out" / "short.parquet").exists()
+
+
+@pytest.mark.parametrize("kind", ["csv", "json"])
+def test_mlflow_models_predict_takes_one_long_table(trained, kind):
+    """MLflow's own client: one request with the future rows (target empty) carries everything."""
+    work, env, history, future = trained
+    table = with_future_rows(history, future).assign(ds=lambda t: t.ds.astype(str))
+    source = work / f"request.{kind}"
+    if kind == "csv":
+        table.to_csv(source, index=False)
+    else:
+        records = table.astype(object).where(table.notna(), None)
+        source.write_text(json.dumps({"dataframe_split": records.to_dict(orient="split", index=False)}))
+    out = work / f"predict-{kind}.json"
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bin_dir / "mlflow"), "models", "predict", "-m", "models:/cov@champion", "-i", str(source),
+         "-t", kind, "-o", str(out), "--env-manager", "local"],
+        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
+        cwd=work, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = pd.DataFrame(json.loads(out.read_text())["predictions"])
+    expected = _registered(work).predict(history, future=future)
+    assert (pd.to_datetime(got["ds"]).to_numpy() == expected["ds"].to_numpy()).all()
+    np.testing.assert_allclose(got["y_hat"], expected["y_hat"], rtol=1e-5, atol=1e-5)
