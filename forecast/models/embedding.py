@@ -117,7 +117,9 @@ def recurrent_inputs(inputs: torch.Tensor, static: torch.Tensor | None, segment_
     and the static features joined once per recurrent step.
     """
     B, L, _ = inputs.shape
-    n_segments = -(-L // segment_len)
+    # Ceiling division of positive numbers: the ONNX trace keeps it as integer division, which
+    # truncates toward zero, so -(-L // seg) would export as a floor (one segment short).
+    n_segments = (L + segment_len - 1) // segment_len
     pad = n_segments * segment_len - L
     if pad:
         inputs = nn.functional.pad(inputs, (0, 0, pad, 0))  # (B, N * seg, C), zeros in front
