@@ -141,7 +141,7 @@ def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_p
 
     from forecast.batch import RayOptions, run_batch_forecast
 
-    _, history, future = data
+    frame, history, future = data
     forecaster, _ = model
     table = with_future_rows(history, future)
     uri = register_forecaster(forecaster, table, "cov-ray", tmp_path, 12 + H)
@@ -150,7 +150,13 @@ def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_p
     future[["unique_id", "ds", *FUTR]].to_parquet(tmp_path / "future.parquet", index=False)
     expected = forecaster.predict(table)
     options = RayOptions(num_cpus=2, rows_per_partition=150, init_kwargs={"object_store_memory": 200 * 2**20})
-    for name, extra in [("rows", {}), ("history", {"future": str(tmp_path / "future.parquet")})]:
+    frame.to_parquet(tmp_path / "all.parquet", index=False)  # actuals after as_of: future rows
+    cases = [
+        ("rows", {"as_of": AsOf(None)}),
+        ("history", {"as_of": AsOf(None), "future": str(tmp_path / "future.parquet")}),
+        ("all", {"as_of": AsOf(date(2024, 1, 2))}),
+    ]
+    for name, extra in cases:
         out = tmp_path / f"ray-{name}"
         run_batch_forecast(
             uri,
@@ -160,7 +166,6 @@ def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_p
             engine="ray",
             runtime="torch",
             ray=options,
-            as_of=AsOf(None),
             **extra,
         )
         got = pd.read_parquet(out)
