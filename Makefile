@@ -15,7 +15,7 @@ OVERWRITE ?= false
 SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast demo forecast backtest promote serve ui bench-quick wheel clean
+.PHONY: help install lint format test test-fast demo demo-covariates forecast backtest promote serve ui bench-quick wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,18 @@ demo: $(STAMP) ## train on the embedded data, track + register in MLflow, batch-
 		input=$$($(PY) -c "from forecast.datasets import dataset_path; print(dataset_path('m4_hourly_sample'))") \
 		output=$(DEMO_DIR)/forecast.parquet
 	$(PY) pipelines/demo_summary.py --forecast $(DEMO_DIR)/forecast.parquet --model-name $(MODEL_NAME)
+
+EPF_MODEL ?= forecast-epf
+
+demo-covariates: $(STAMP) ## covariates example: day-ahead prices with their load and wind forecasts (bundled EPF data)
+	$(PY) pipelines/train.py data=epf_np_sample register=true registry.name=$(EPF_MODEL)
+	mkdir -p $(DEMO_DIR)
+	$(PY) -c "from forecast.datasets import load_dataset; d = load_dataset('epf_np_sample'); \
+		d.iloc[:-24].to_parquet('$(DEMO_DIR)/epf_history.parquet'); \
+		d.iloc[-24:].drop(columns='y').to_parquet('$(DEMO_DIR)/epf_future.parquet')"
+	$(PY) pipelines/batch_forecast.py model_uri=models:/$(EPF_MODEL)@champion \
+		input=$(DEMO_DIR)/epf_history.parquet future=$(DEMO_DIR)/epf_future.parquet \
+		output=$(DEMO_DIR)/epf_forecast.parquet
 
 DEMO_DATA = $$($(PY) -c "from forecast.datasets import dataset_path; print(dataset_path('m4_hourly_sample'))")
 
