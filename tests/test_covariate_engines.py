@@ -171,3 +171,16 @@ def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_p
         got = pd.read_parquet(out)
         assert np.isfinite(got["y_hat"]).all()
         assert_close(got[expected.columns.tolist()], expected)
+
+
+def test_ungrouped_input_is_read_whole_and_gives_the_same_forecast(data, model, tmp_path, caplog):
+    """Rows of the series interleaved: the one-shot path (read whole, sorted) takes covariates too."""
+    _, history, future = data
+    forecaster, _ = model
+    table = with_future_rows(history, future).sample(frac=1.0, random_state=0)
+    table.to_parquet(tmp_path / "shuffled.parquet", index=False)
+    forecast_file(
+        forecaster, tmp_path / "shuffled.parquet", tmp_path / "out.parquet", chunk_rows=25, progress="none"
+    )
+    assert "not grouped by series" in caplog.text
+    assert_close(pd.read_parquet(tmp_path / "out.parquet"), forecaster.predict(history, future=future))
