@@ -74,7 +74,12 @@ def build(frame: pd.DataFrame, seed: int = 0, **covariates) -> Forecaster:
     dm.setup()
     torch.manual_seed(seed)
     module = ForecastModule(
-        input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4, covariates=dm.covariates.dims
+        input_size=L,
+        horizon=H,
+        hidden_size=8,
+        head_hidden=8,
+        segment_len=4,
+        covariates=None if dm.covariates is None else dm.covariates.dims,
     )
     with torch.no_grad():  # larger weights than the init's, so every input visibly moves the output
         for p in module.net.parameters():
