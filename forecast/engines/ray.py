@@ -186,12 +186,13 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 def check_input(
     path: str | os.PathLike, columns: ColumnSpec, forecaster: Forecaster | None = None
-) -> tuple[Path, str, list[str]]:
-    """(path, CSV delimiter, columns to read) of a usable input, before Ray starts: else one
-    error naming the file. The columns: id, time, target and `forecaster`'s covariate columns."""
+) -> tuple[Path, str]:
+    """(path, CSV delimiter) of a usable input, before Ray starts: else one error naming the
+    file. The input must hold the id, time and target columns, and `forecaster`'s covariate
+    columns."""
     from forecast.data.io import check_input as check_path
     from forecast.data.io import csv_delimiter, has_rows, is_parquet, no_rows, table_columns
-    from forecast.engines.local import input_columns, model_columns, require_model_columns
+    from forecast.engines.local import model_columns, require_model_columns
 
     source = check_path(path)
     sep = "," if is_parquet(source) else csv_delimiter(source)
@@ -200,8 +201,7 @@ def check_input(
     require_model_columns(available, columns, source, covariates)
     if not has_rows(source, sep):  # also reads every Parquet footer: a truncated file fails here
         raise no_rows(source, available)
-    names = [columns.id_col, columns.time_col, columns.target_col]
-    return source, sep, names if forecaster is None else input_columns(forecaster, available)
+    return source, sep
 
 
 def empty_after(table: pa.Table, as_of: AsOf, time_col: str, target_col: str) -> pa.Table:
@@ -254,8 +254,9 @@ def forecast_on_ray(
 
     from forecast.asof import AsOf, cut_table, no_history
     from forecast.batch import resolve_model
+    from forecast.data.io import table_columns
     from forecast.data.validation import validate_long_frame
-    from forecast.engines.local import StreamSummary
+    from forecast.engines.local import StreamSummary, input_columns
     from forecast.forecaster import Forecaster
 
     started = time.perf_counter()
@@ -264,7 +265,8 @@ def forecast_on_ray(
     loaded = Forecaster.load(folder)
     columns = loaded.columns
     as_of.check(loaded.settings.freq, columns.time_col)
-    source, sep, names = check_input(input_path, columns, loaded)
+    source, sep = check_input(input_path, columns, loaded)
+    names = input_columns(loaded, table_columns(source, sep))  # id, time, target, covariates
     enc = loaded.encoder
     ahead = None
     if future is not None and enc is not None and enc.needs_future:
