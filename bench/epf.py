@@ -53,7 +53,7 @@ CALENDAR = ("hour", "dayofweek")
 VARIANTS = ("none", "futr", "futr+calendar")
 H = protocol.EPF_DAY
 # CI budget: a few dozen steps, one market, one seed.
-QUICK = ("trainer.max_epochs=2", "trainer.limit_train_batches=25", "++trainer.limit_val_batches=4")
+QUICK = ("trainer.max_epochs=2", "trainer.limit_train_batches=10", "++trainer.limit_val_batches=2")
 SAMPLE_DAYS = 364  # the embedded epf_np_sample: NP's last 364 days
 
 
