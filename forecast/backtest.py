@@ -217,7 +217,12 @@ def backtest_frame(
     calibrate_levels = check_levels(calibrate_levels)
     c = forecaster.columns
     frame = forecaster.validate(history).frame
-    block = SeriesBlock.from_frame(frame, c)
+    if forecaster.encoder is not None:
+        # Covariates encoded once for the whole table; each window reads its own rows (its
+        # input window, and for future-known ones its horizon), as a forecast at that origin would.
+        block = forecaster.covariate_block(frame, need_future=False)
+    else:
+        block = SeriesBlock.from_frame(frame, c)
     times = frame[c.time_col].to_numpy()
 
     ends = cutoff_ends(block, H, n_windows, step)  # (n, K)
@@ -244,9 +249,12 @@ def backtest_frame(
         ends=end,
         values=block.values,
         last_time=times[end - 1],
+        covariates=None if block.covariates is None else block.covariates.take(series).ahead_at(end),
     )
     scaled = forecaster.scaled_windows(cut)
-    preds = forecaster.predict_scaled(scaled.windows, batch_size, scaled.step, scaled.series)  # (W, H, Q)
+    preds = forecaster.predict_scaled(
+        scaled.windows, batch_size, scaled.step, scaled.series, scaled.covariates
+    )  # (W, H, Q)
     preds = preds * scaled.scale[:, None, None] + scaled.loc[:, None, None]
     check_finite(preds, cut.ids)
 

@@ -117,6 +117,10 @@ class CovariateRows:
         """The same rows for the series in `order`."""
         return CovariateRows(self.rows, {k: v[order] for k, v in self.static.items()}, self.ahead[order])
 
+    def ahead_at(self, ends: np.ndarray) -> CovariateRows:
+        """The same rows with each series' horizon starting at `ends` (origins inside the history)."""
+        return CovariateRows(self.rows, self.static, np.asarray(ends, dtype=np.int64))
+
     def windows(self, positions: np.ndarray, padded: np.ndarray, horizon: int) -> dict[str, np.ndarray]:
         """Batch arrays for windows at `positions` ((n, L) rows, `padded` True before a series'
         start): futr over the input window and the horizon, hist over the window, static."""
@@ -684,8 +688,8 @@ class Forecaster:
                     "this model reads covariates "
                     f"({', '.join(f'{k}: {v}' for k, v in self.covariate_columns.items() if v)}) "
                     "but its series come without them: only paths that build series with "
-                    "Forecaster.covariate_block pass them (predict, the batch forecast, the pyfunc; not "
-                    "yet the backtest)"
+                    "Forecaster.covariate_block pass them (predict, the batch forecast, the pyfunc, the "
+                    "backtest)"
                 )
             covariates = block.covariates.windows(
                 positions, positions < block.starts[:, None], self.settings.horizon

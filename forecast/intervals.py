@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from forecast.errors import ConfigError, ModelNotFoundError
+from forecast.models.inputs import COVARIATE_KEYS
 
 if TYPE_CHECKING:
     from forecast.data.windows import WindowDataset
@@ -212,7 +213,8 @@ def window_residuals(
         batch = dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset)))))
         x = np.where(batch["x_mask"].numpy(), batch["x"].numpy(), np.float32(np.nan))
         step, series = (batch[k].numpy() if k in batch else None for k in ("step", "series"))
-        pred = forecaster.predict_scaled(x, batch_size, step, series)[:, :, point]  # (B, H)
+        covariates = {k: batch[k].numpy() for k in COVARIATE_KEYS if k in batch}
+        pred = forecaster.predict_scaled(x, batch_size, step, series, covariates)[:, :, point]  # (B, H)
         err = np.abs(batch["y"].numpy().astype(np.float64) - pred) / np.reshape(
             score_units(scale, x), (-1, 1)
         )

@@ -189,8 +189,12 @@ def run_scheduled_forecast(
     progress: ProgressMode = "auto",
     ray: RayOptions | None = None,
     retry: LoadRetry | None = None,
+    future: str | None = None,
 ) -> BatchResult | None:
-    """The batch forecast as of a date, safe to repeat; None when it was already done."""
+    """The batch forecast as of a date, safe to repeat; None when it was already done.
+
+    `future`: the future table of a model with future-known covariates (`forecast_batch`).
+    """
     cut = AsOf.parse(as_of)
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite must be true or false, got {overwrite!r}")
@@ -216,6 +220,8 @@ def run_scheduled_forecast(
         "output": str(absolute),
         "engine": engine,
     }
+    if future is not None:  # only then: runs of forecasts without one keep their params
+        params["future"] = os.path.abspath(future)
     tags = {"as_of": cut.label, "model_version": ref.version or "-", "model_name": ref.name or "-"}
     name = f"{ref.name or 'batch'} v{ref.version or '-'} as_of={cut.label}"
     experiment_id = ensure_experiment(experiment, root_dir)
@@ -237,6 +243,7 @@ def run_scheduled_forecast(
             retry=retry,
             as_of=cut,
             metadata={"forecast.uri": model_uri, "forecast.input": params["input"]},
+            future=future,
         )
     except BaseException as err:
         fail_run(run.run_id, err)

@@ -12,8 +12,6 @@ from forecast.schedule import run_scheduled_forecast
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="batch_forecast")
 def main(cfg: DictConfig) -> None:
-    # future=PATH: the future-known covariates over the horizon, for models that read them
-    future = {"future": cfg.future} if cfg.get("future") is not None else {}
     run_scheduled_forecast(
         model_uri=cfg.model_uri,
         input_path=cfg.input,
@@ -29,7 +27,8 @@ def main(cfg: DictConfig) -> None:
         progress=cfg.progress,
         ray=RayOptions(**OmegaConf.to_container(cfg.ray, resolve=True)),
         retry=LoadRetry(retries=cfg.load_retries, backoff_s=cfg.load_backoff_s, timeout_s=cfg.load_timeout_s),
-        **future,
+        # future=PATH: the future-known covariates over the horizon, for models that read them
+        future=cfg.get("future"),
     )
 
 

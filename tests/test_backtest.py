@@ -161,7 +161,7 @@ def test_quantile_model_scores_pinball_and_coverage(history):
 def test_one_forward_pass_per_batch_not_per_window(forecaster, history, monkeypatch):
     calls = []
     run = forecaster._run
-    monkeypatch.setattr(forecaster, "_run", lambda *a: calls.append(len(a[0])) or run(*a))
+    monkeypatch.setattr(forecaster, "_run", lambda batch: calls.append(len(batch["x"])) or run(batch))
     result = backtest_frame(forecaster, history, n_windows=8, step=2, season_length=M, batch_size=4096)
     assert result.n_windows == 40 - result.skipped and len(calls) == 1 and calls[0] == result.n_windows
 

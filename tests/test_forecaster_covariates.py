@@ -209,3 +209,23 @@ def test_origins_inside_the_history_forecast_as_a_cut_history(frame, model):
     got = model.forecast_windows(model.scaled_windows(cut))
     history, future = split(frame, 40)
     pd.testing.assert_frame_equal(got, model.predict(with_future_rows(history, future)))
+
+
+def test_backtest_of_a_covariate_model_is_the_forecast_at_each_cutoff(frame, model):
+    """Each backtest window reads its own covariates: the same forecast as `predict` on the
+    history cut at that cutoff with its next rows as future rows."""
+    from forecast.backtest import backtest_frame
+
+    table = backtest_frame(model, frame, n_windows=2, step=H, season_length=2).table
+    length = int(frame.groupby("unique_id").size().min())
+    assert (frame.groupby("unique_id").size() == length).all()
+    for cut in (length - 2 * H, length - H):
+        history, future = split(frame, cut)
+        expected = model.predict(with_future_rows(history, future))
+        cutoffs = history.groupby("unique_id")["ds"].max().rename("cutoff").reset_index()
+        got = table.merge(cutoffs, on=["unique_id", "cutoff"]).sort_values(["unique_id", "ds"])
+        assert len(got) == len(expected)
+        np.testing.assert_array_equal(got["ds"].to_numpy(), expected["ds"].to_numpy())
+        np.testing.assert_allclose(
+            got["y_hat"].to_numpy(), expected["y_hat"].to_numpy(), rtol=1e-5, atol=1e-6
+        )

@@ -4,7 +4,6 @@ in the input and from a future table."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -17,8 +16,6 @@ import pandas as pd
 import pytest
 from covariate_helpers import covariate_frame, split, with_future_rows
 from pipeline_helpers import TINY_TRAIN, run_pipeline
-
-from forecast.schedule import run_scheduled_forecast
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +44,6 @@ def trained(tmp_path_factory):
             *TINY_TRAIN,
             "data.path=train.csv",
             *COVARIATES,
-            # intervals calibrate on validation windows through forecast.intervals.window_residuals,
-            # which passes no covariates yet (see the inference report)
-            "intervals=[]",
             "register=true",
             "registry.name=cov",
         ],
@@ -96,10 +90,6 @@ def test_batch_forecast_from_future_rows_in_the_input(trained):
     np.testing.assert_allclose(out.iloc[:, 2:], expected.iloc[:, 2:], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(
-    "future" not in inspect.signature(run_scheduled_forecast).parameters,
-    reason="forecast.schedule.run_scheduled_forecast does not pass future= on yet",
-)
 def test_batch_forecast_with_a_future_table(trained):
     work, env, history, future = trained
     history.to_csv(work / "history.csv", index=False)
