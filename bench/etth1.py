@@ -69,6 +69,22 @@ def split_windows(values: np.ndarray, dates: pd.Series, split: str, input_size: 
     return x, y, dates.to_numpy()[first_row : first_row + len(x)]
 
 
+def calendar_windows(forecaster, first_times: np.ndarray, L: int, C: int) -> dict[str, np.ndarray] | None:
+    """The calendar features (`data.calendar`) of every window's L input and H horizon steps,
+    encoded as training encoded them: {"futr": (C * N, L + H, F)}, column-major like the windows;
+    None for a model without covariates. ETTh1's columns carry no other covariate."""
+    enc = forecaster.encoder
+    if enc is None:
+        return None
+    if enc.needs_future or enc.hist_num or enc.hist_cat or enc.static_num or enc.static_cat:
+        sys.exit("bench/etth1.py passes calendar features only (data.calendar); no other covariates")
+    H = forecaster.settings.horizon
+    stamps = (first_times[:, None] + np.arange(-L, H) * np.timedelta64(1, "h")).reshape(-1)  # (N * (L + H),)
+    time_col = forecaster.columns.time_col
+    futr = enc.encode_rows(pd.DataFrame({time_col: stamps}), time_col, forecaster.settings.freq)["futr"]
+    return {"futr": np.tile(futr.reshape(len(first_times), L + H, -1), (C, 1, 1))}
+
+
 def predict_windows(
     forecaster, x: np.ndarray, columns: tuple[str, ...], first_times: np.ndarray
 ) -> np.ndarray:
@@ -84,7 +100,9 @@ def predict_windows(
     flat = (flat - np.repeat(loc, n)[:, None]) / np.repeat(scale, n)[:, None]
     step = np.tile(step_index(first_times, forecaster.settings.freq), C)
     series = np.repeat(forecaster.scaler.codes(ids), n)
-    pred = forecaster.predict_scaled(flat.astype(np.float32), step=step, series=series)[..., 0]  # (C * N, H)
+    covariates = calendar_windows(forecaster, first_times, L, C)
+    pred = forecaster.predict_scaled(flat.astype(np.float32), step=step, series=series, covariates=covariates)
+    pred = pred[..., 0]  # (C * N, H)
     pred = pred * np.repeat(scale, n)[:, None] + np.repeat(loc, n)[:, None]
     return pred.reshape(C, n, -1).transpose(1, 2, 0)  # (N, H, C)
 
