@@ -132,6 +132,11 @@ def ratios(ours: dict[str, Any], theirs: dict[str, Any], keys: Sequence[str]) ->
     return out
 
 
+def time_ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
+    """Ours / theirs for `train_s` (each side's fit alone) and `predict_s`, for a ratio line."""
+    return {k: round(ours[k] / max(theirs[k], 1e-9), 3) for k in ("train_s", "predict_s")}
+
+
 def seeds_of(args: argparse.Namespace) -> tuple[int, ...]:
     """The seeds to train: --seeds, else one (seed 1)."""
     return tuple(args.seeds) if args.seeds else DEFAULT_SEEDS
@@ -217,6 +222,17 @@ def train(overrides: Sequence[str], seed: int, last_checkpoint: bool = False) ->
         monitor=cfg.get("optimized_metric"),
         checkpoint=which,
     )
+
+
+def fit_fields(trained: Trained) -> dict[str, Any]:
+    """What a line says about how its model was fitted: epochs, steps, weights, early stopping."""
+    return {
+        "epochs": trained.epochs,
+        "steps": trained.steps,
+        "checkpoint": trained.checkpoint,
+        "monitor": trained.monitor,
+        "monitor_best": None if trained.val is None else round(float(trained.val), 4),
+    }
 
 
 def budget(cfg: Any) -> dict[str, int]:

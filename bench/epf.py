@@ -237,11 +237,7 @@ def run_ours(args, market: str, days: Days, variant: str, seeds, base: list[str]
                 predict_s=round(t[0], 2),
                 peak_rss_mb=common.peak_rss_mb(),
                 seed=seed,
-                epochs=trained.epochs,
-                steps=trained.steps,
-                checkpoint=trained.checkpoint,
-                monitor=trained.monitor,
-                monitor_best=None if trained.val is None else round(float(trained.val), 4),
+                **common.fit_fields(trained),
                 refit=False,
                 **days.counts(),
                 overrides=list(args.overrides),
@@ -484,8 +480,7 @@ def main(argv: list[str] | None = None) -> None:
                         seed=ours["seed"],
                         checkpoint=ours["checkpoint"],
                         **common.ratios(ours, theirs, KEYS),
-                        train_s=round(ours["train_s"] / max(theirs["train_s"], 1e-9), 3),
-                        predict_s=round(ours["predict_s"] / max(theirs["predict_s"], 1e-9), 3),
+                        **common.time_ratios(ours, theirs),
                     )
                 )
 

@@ -160,11 +160,7 @@ def run_ours(args, setting, values, dates, horizon, seeds, base_overrides, tmp: 
                 predict_s=round(t[0], 2),
                 peak_rss_mb=common.peak_rss_mb(),
                 seed=seed,
-                epochs=trained.epochs,
-                steps=trained.steps,
-                checkpoint=trained.checkpoint,
-                monitor=trained.monitor,
-                monitor_best=None if trained.val is None else round(float(trained.val), 4),
+                **common.fit_fields(trained),
                 windows=int(len(x)),
                 val_windows=int(len(x_val)),
                 overrides=list(args.overrides),
@@ -323,8 +319,7 @@ def main(argv: list[str] | None = None) -> None:
                             checkpoint=ours["checkpoint"],
                             **common.ratios(ours, theirs, KEYS),
                             # fit over fit (each side's training alone, forecasts not included)
-                            train_s=round(ours["train_s"] / max(theirs["train_s"], 1e-9), 3),
-                            predict_s=round(ours["predict_s"] / max(theirs["predict_s"], 1e-9), 3),
+                            **common.time_ratios(ours, theirs),
                         )
                     )
 

@@ -145,11 +145,7 @@ def run_ours(args, windows: Windows, ids, seeds, base_overrides, tmp: Path) -> t
                 trained.seconds,
                 t[0],
                 seed=seed,
-                epochs=trained.epochs,
-                steps=trained.steps,
-                checkpoint=trained.checkpoint,
-                monitor=trained.monitor,
-                monitor_best=None if trained.val is None else round(float(trained.val), 4),
+                **common.fit_fields(trained),
                 overrides=list(args.overrides),
             )
         )
@@ -254,8 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                     "horizon": H,
                     **common.ratios(ours, theirs, KEYS),
                     # fit over fit (each side's training alone, forecasts not included)
-                    "train_s": round(ours["train_s"] / max(theirs["train_s"], 1e-9), 3),
-                    "predict_s": round(ours["predict_s"] / max(theirs["predict_s"], 1e-9), 3),
+                    **common.time_ratios(ours, theirs),
                 }
             )
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -118,6 +119,14 @@ class AsOf:
             return table
         return table.filter(mask)
 
+    def after(self, table: pa.Table, time_col: str) -> np.ndarray:
+        """(rows,) bool: True where a row is later than `as_of` (what `keep` drops)."""
+        n = table.num_rows
+        mask = None if self.value is None or n == 0 else self._mask(table.column(time_col), time_col)
+        if mask is None:
+            return np.zeros(n, dtype=bool)
+        return ~np.asarray(pc.fill_null(mask, True), dtype=bool)
+
     def _mask(self, column: pa.ChunkedArray, time_col: str) -> pa.ChunkedArray | pa.Array | None:
         """True where a row is kept; None where this column cannot be compared here."""
         kind = column.type
@@ -175,6 +184,23 @@ def cut_table(table: pa.Table, as_of: AsOf, time_col: str) -> pa.Table:
     return as_of.keep(table, time_col)
 
 
+def empty_after(table: pa.Table, as_of: AsOf, time_col: str, target_col: str) -> pa.Table:
+    """`as_of` for a model with future-known covariates and no future table: the rows after the
+    cut stay as future rows, their covariates read, their target emptied (a plain function, for
+    Ray Data's `map_batches`; `FutureCut` streams it)."""
+    return _emptied(table, as_of.after(table, time_col), target_col)
+
+
+def _emptied(table: pa.Table, rows: np.ndarray, target_col: str) -> pa.Table:
+    """`table` with the target of `rows` (bool) set to null."""
+    if not rows.any():
+        return table
+    at = table.schema.get_field_index(target_col)
+    target = table.column(at)
+    emptied = pc.if_else(pa.array(rows), pa.nulls(len(rows), target.type), target)
+    return table.set_column(at, target_col, emptied)
+
+
 def no_history(as_of: AsOf, source: object, first: object, time_col: str = "ds") -> NoHistoryError:
     """The error for an input with no row left at or before `as_of`, naming the date."""
     since = f"its first time stamp is {_plain(first)}" if first is not None else "every row is later"
@@ -194,34 +220,58 @@ def _plain(value: object) -> str:
 class HistoryCut:
     """Cuts a stream of input tables at `as_of` and counts what it kept and dropped."""
 
+    # the log line's words for the rows after as_of
+    later = "dropped %d later row(s)"
+
     def __init__(self, as_of: AsOf | None, time_col: str, source: object):
         self.as_of = as_of or AsOf(None)
         self.time_col, self.source = time_col, source
         self.kept = self.dropped = 0
         self._first: object = None
 
+    def _cut(self, table: pa.Table) -> tuple[pa.Table, int]:
+        """(what goes on, how many rows of history it keeps): the rows at or before `as_of`."""
+        kept = self.as_of.keep(table, self.time_col)
+        return kept, kept.num_rows
+
     def tables(self, tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
-        """The tables without their rows after `as_of`; NoHistoryError when no row is left."""
+        """The tables cut at `as_of` (`_cut`); NoHistoryError when no row of history is left."""
         for table in tables:
-            kept = self.as_of.keep(table, self.time_col)
-            self.kept += kept.num_rows
-            self.dropped += table.num_rows - kept.num_rows
+            out, kept = self._cut(table)
+            self.kept += kept
+            self.dropped += table.num_rows - kept
             if not self.kept and table.num_rows:  # the first time stamp, for the error below
                 first = pc.min(table.column(self.time_col)).as_py()
                 if first is not None and (self._first is None or _earlier(first, self._first)):
                     self._first = first
-            if kept.num_rows:
-                yield kept
+            if out.num_rows:
+                yield out
         if self.dropped and not self.kept:
             raise no_history(self.as_of, self.source, self._first, self.time_col)
         if self.as_of.value is not None:
             log.info(
-                "as_of=%s: kept %d rows (%s), dropped %d later row(s)",
+                "as_of=%s: kept %d rows (%s), " + self.later,
                 self.as_of.label,
                 self.kept,
                 self.as_of.describe(self.time_col),
                 self.dropped,
             )
+
+
+class FutureCut(HistoryCut):
+    """`as_of` for a model with future-known covariates, given no future table: the rows after
+    the cut are not dropped but become future rows (target emptied, `empty_after`), so that the
+    input's covariate values over the horizon reach the forecast (a backfill's, too)."""
+
+    later = "%d later row(s) used as future rows only"
+
+    def __init__(self, as_of: AsOf | None, time_col: str, target_col: str, source: object):
+        super().__init__(as_of, time_col, source)
+        self.target_col = target_col
+
+    def _cut(self, table: pa.Table) -> tuple[pa.Table, int]:
+        after = self.as_of.after(table, self.time_col)
+        return _emptied(table, after, self.target_col), table.num_rows - int(after.sum())
 
 
 def _earlier(a: object, b: object) -> bool:

@@ -46,8 +46,6 @@ Runtime = Literal["auto", "torch", "onnx"]
 # x_mask (B, L) bool, step/series (B,) int64 for learned cycles, covariates) -> (B, H, Q) float32.
 # A runner reads the keys its net needs and ignores the others.
 NetRunner = Callable[[Mapping[str, np.ndarray]], np.ndarray]
-# The batch keys of the positional call every net takes (`net(x, x_mask, step, series)`).
-PLAIN_KEYS = ("x", "x_mask", "step", "series")
 
 
 @dataclass
@@ -259,20 +257,12 @@ def check_finite(preds: np.ndarray, ids: np.ndarray, show: int = 5) -> None:
 
 
 def torch_runner(net: nn.Module, keys: Sequence[str] = ("x", "x_mask")) -> NetRunner:
-    """Run the PyTorch network on the batch keys it reads (`input_keys`), without autograd.
-
-    A net without covariates gets the positional call `net(x, x_mask[, step, series])`, as
-    before covariates existed; one with covariates gets the batch dict.
-    """
+    """Run the PyTorch network on the batch keys it reads (`input_keys`), without autograd."""
     keys = tuple(keys)
-    positional = all(k in PLAIN_KEYS for k in keys)
 
     def run(batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        tensors = [torch.from_numpy(batch[k]) for k in keys]
         with torch.inference_mode():
-            if positional:
-                return net(*tensors).numpy()
-            return net(dict(zip(keys, tensors, strict=True))).numpy()
+            return net({k: torch.from_numpy(batch[k]) for k in keys}).numpy()
 
     return run
 

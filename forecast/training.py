@@ -75,7 +75,6 @@ def build_forecaster(
     `interval_scale`: their unit, `series` or `window` (`forecast.intervals`).
     """
     assert dm.scaler is not None and dm.data_freq is not None, "data module not set up"
-    covariates = getattr(dm, "covariates", None)  # the fitted CovariateEncoder, None without covariates
     settings = ForecasterSettings(
         net=module.net_kind,
         net_params=dict(module.net_params),
@@ -90,7 +89,7 @@ def build_forecaster(
         scaler=dm.scaler.kind,
         quantiles=sorted(module.hparams.quantiles or []),
         missing=dm.missing,
-        covariates=None if covariates is None else covariates.to_dict(),
+        covariates=None if dm.covariates is None else dm.covariates.to_dict(),
     )
     forecaster = Forecaster(module.net.cpu(), dm.scaler, settings)
     if intervals:
@@ -206,16 +205,13 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
 def forecast_input(dm: SeriesDataModule, split: str, ids: Sequence) -> pd.DataFrame:
     """What a forecast at the start of `split` reads for `ids`: the history, with the covariate
     columns and, for future-known ones, each series' next `horizon` rows (target empty)."""
-    if getattr(dm, "covariates", None) is None:
-        return dm.history(split, ids=ids)
-    return dm.history(split, ids=ids, future=True)
+    return dm.history(split, ids=ids, future=dm.covariates is not None)
 
 
 def input_example(dm: SeriesDataModule, history: pd.DataFrame, ids: Sequence) -> pd.DataFrame:
     """The logged model's input example: one input window of `ids` (and their future rows)."""
     c = dm.columns
-    covariates = getattr(dm, "covariates", None)
-    rows = dm.input_size + (dm.horizon if covariates is not None and covariates.needs_future else 0)
+    rows = dm.input_size + (dm.horizon if dm.covariates is not None and dm.covariates.needs_future else 0)
     example = history[history[c.id_col].isin(ids)].groupby(c.id_col, sort=False).tail(rows)
     return example.astype({c.target_col: "float64"}).reset_index(drop=True)
 
@@ -284,7 +280,7 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
     sized: dict[str, Any] = {}  # model arguments sized by the data
     if cfg.model.get("cycle_per_series") and cfg.model.get("cycle_len"):
         sized["n_series"] = dm.n_series  # per-series parameters
-    if getattr(dm, "covariates", None) is not None:
+    if dm.covariates is not None:
         sized["covariates"] = dm.covariates.dims  # input widths and vocabulary sizes
     module: ForecastModule = instantiate(cfg.model, **sized)
     callbacks: list[Callback] = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb]

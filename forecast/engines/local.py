@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from forecast.asof import AsOf, HistoryCut, no_history
+from forecast.asof import AsOf, FutureCut, HistoryCut
 from forecast.data.io import (
     check_input,
     csv_delimiter,
@@ -205,52 +205,6 @@ def _last_run_start(ids: pa.ChunkedArray) -> int:
         span *= 4
 
 
-class FutureCut:
-    """`as_of` for a model with future-known covariates, given no future table: the rows after
-    the cut are not dropped but become future rows (target emptied), so that the input's
-    covariate values over the horizon reach the forecast (a backfill's, too)."""
-
-    def __init__(self, as_of: AsOf | None, columns: ColumnSpec, source: object):
-        self.as_of = as_of or AsOf(None)
-        self.columns, self.source = columns, source
-        self.kept = self.dropped = 0  # dropped: rows after as_of, whose target is not used
-        self._first: object = None
-
-    def tables(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        c = self.columns
-        for table in tables:
-            if self.as_of.value is None or table.num_rows == 0:
-                self.kept += table.num_rows
-                yield table
-                continue
-            n = table.num_rows
-            numbered = table.append_column("__row", pa.array(np.arange(n, dtype=np.int64)))
-            kept = self.as_of.keep(numbered, c.time_col).column("__row").to_numpy()
-            after = np.ones(n, dtype=bool)
-            after[kept] = False
-            self.kept += len(kept)
-            self.dropped += int(after.sum())
-            if not self.kept:  # the first time stamp, for the error below
-                first = pc.min(table.column(c.time_col)).as_py()
-                self._first = first if self._first is None else min(self._first, first)
-            if after.any():
-                at = table.schema.get_field_index(c.target_col)
-                target = table.column(at)
-                emptied = pc.if_else(pa.array(after), pa.nulls(n, target.type), target)
-                table = table.set_column(at, c.target_col, emptied)
-            yield table
-        if self.dropped and not self.kept:
-            raise no_history(self.as_of, self.source, self._first, c.time_col)
-        if self.as_of.value is not None:
-            log.info(
-                "as_of=%s: %d rows of history (%s), %d later row(s) used as future rows only",
-                self.as_of.label,
-                self.kept,
-                self.as_of.describe(c.time_col),
-                self.dropped,
-            )
-
-
 # -- writing -----------------------------------------------------------------------------------
 class AtomicParquetWriter:
     """Append tables to a temporary file beside `path`; `commit` renames it into place.
@@ -420,7 +374,7 @@ def forecast_file(
 
     def history_cut() -> HistoryCut | FutureCut:
         if enc is not None and enc.needs_future and ahead is None:
-            return FutureCut(as_of, c, input_path)
+            return FutureCut(as_of, c.time_col, c.target_col, input_path)
         return HistoryCut(as_of, c.time_col, input_path)
 
     cut = history_cut()

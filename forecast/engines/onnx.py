@@ -65,8 +65,8 @@ def export_onnx(net: nn.Module, net_params: Mapping[str, Any], path: str | Path)
 
     The graph's inputs are the batch keys the net reads (`input_keys`: x, x_mask, then step
     and series of a learned cycle, then the covariates), named as in the batch; the runner
-    passes the ones the graph declares. A net without covariates is exported through its
-    positional call, as before covariates existed; one with covariates through PositionalNet.
+    passes the ones the graph declares. The net is traced through PositionalNet (tensors in,
+    the batch dict to the net).
     """
     if not onnx_export_available():
         raise ImportError(
@@ -75,8 +75,7 @@ def export_onnx(net: nn.Module, net_params: Mapping[str, Any], path: str | Path)
     path = Path(path)
     net = net.eval()
     keys = input_keys(net_params)
-    positional = all(k in ("x", "x_mask", "step", "series") for k in keys)
-    module = net if positional else PositionalNet(net, keys)
+    module = PositionalNet(net, keys)
     probe = probe_batch(net_params)
     tensors = [torch.from_numpy(probe[k]) for k in keys]
     buffer = io.BytesIO()

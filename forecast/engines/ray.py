@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from forecast.data.staging import fsync_tree, output_error, remove, staging_path, sweep_stale
@@ -204,22 +203,6 @@ def check_input(
     return source, sep
 
 
-def empty_after(table: pa.Table, as_of: AsOf, time_col: str, target_col: str) -> pa.Table:
-    """`as_of` for a model with future-known covariates and no future table: the rows after the
-    cut keep their covariates as future rows, their target emptied (`forecast.engines.local.FutureCut`)."""
-    n = table.num_rows
-    if as_of.value is None or n == 0:
-        return table
-    numbered = table.append_column("__row", pa.array(np.arange(n, dtype=np.int64)))
-    after = np.ones(n, dtype=bool)
-    after[as_of.keep(numbered, time_col).column("__row").to_numpy()] = False
-    if not after.any():
-        return table
-    at = table.schema.get_field_index(target_col)
-    target = table.column(at)
-    return table.set_column(at, target_col, pc.if_else(pa.array(after), pa.nulls(n, target.type), target))
-
-
 def _read(ray, source: Path, sep: str, names: list[str]):
     """The id, time and target columns of a checked input as a Ray dataset."""
     if source.is_file() and source.suffix.lower() == ".csv":
@@ -252,7 +235,7 @@ def forecast_on_ray(
     ray = _import_ray()
     import mlflow
 
-    from forecast.asof import AsOf, cut_table, no_history
+    from forecast.asof import AsOf, cut_table, empty_after, no_history
     from forecast.batch import resolve_model
     from forecast.data.io import table_columns
     from forecast.data.validation import validate_long_frame
