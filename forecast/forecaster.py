@@ -727,7 +727,7 @@ class Forecaster:
         forecast to 3.9 GB peak; smaller batches measured no slower there.
         """
         steps = getattr(self.net, "n_segments", self.settings.input_size)
-        hidden = getattr(getattr(self.net, "rnn", None), "hidden_size", 128)
+        hidden = getattr(self.net, "hidden_size", 128)
         return max(256, 2**24 // max(steps * hidden, 1))
 
     def predict_scaled(

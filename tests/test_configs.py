@@ -31,8 +31,8 @@ def compose_train(overrides: list[str], tmp_path: Path):
 def test_models_instantiate(model, tmp_path):
     cfg = compose_train([f"model={model}"], tmp_path)
     module = instantiate(cfg.model)
-    assert module.net.rnn.bidirectional == (model == "bilstm")
-    assert type(module.net.rnn).__name__ == ("GRU" if model == "gru" else "LSTM")
+    assert module.net.encoder.bidirectional == (model == "bilstm")
+    assert type(module.net.encoder).__name__ == ("GRU" if model == "gru" else "LSTM")
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_cpu", "multinode"])
@@ -92,5 +92,5 @@ def test_per_series_cycle_is_sized_by_the_data(tmp_path):
     )
     result = fit(cfg)
     # One learned row per training series of the embedded dataset, plus the shared row 0.
-    assert result.module.net.series_cycle.num_embeddings == result.datamodule.n_series + 1 == 70
+    assert result.module.net.cycle.series.num_embeddings == result.datamodule.n_series + 1 == 70
     assert np.isfinite(result.metrics["test/mae"])

@@ -127,3 +127,49 @@ def recurrent_inputs(inputs: torch.Tensor, static: torch.Tensor | None, segment_
     if static is not None:
         inputs = torch.cat([inputs, static[:, None].expand(-1, n_segments, -1)], dim=-1)
     return inputs
+
+
+class InputEmbedding(nn.Module):
+    """The input part: the normalised target, its observed flag and the covariates -> encoder rows.
+
+    Each input step carries the target and an observed flag (a masked input is not a zero), then
+    its covariates (`CovariateEmbedding.past`); static features join every recurrent step. With
+    `segment_len` > 1 one row holds a segment of that many steps, mapped to `hidden_size` by a
+    linear embedding (segment-wise recurrence, Lin et al. 2023, SegRNN: 168 hourly steps become
+    7 recurrent steps, faster and better at long inputs). Without covariates the part has
+    exactly the parameters the net had before covariates existed.
+    """
+
+    def __init__(self, dims: CovariateDims, segment_len: int, hidden_size: int) -> None:
+        super().__init__()
+        if segment_len < 1:
+            raise ConfigError(f"segment_len must be >= 1, got {segment_len}")
+        self.segment_len = segment_len
+        self.covariates = None if dims.empty else CovariateEmbedding(dims)
+        step_dim = 2 + (self.covariates.step_dim if self.covariates else 0)  # target, flag, covariates
+        self.static_dim = self.covariates.static_dim if self.covariates else 0
+        self.futr_dim = self.covariates.futr_dim if self.covariates else 0
+        self.embed = (
+            nn.Sequential(nn.Linear(step_dim * segment_len + self.static_dim, hidden_size), nn.ReLU())
+            if segment_len > 1
+            else None
+        )
+        self.out_dim = hidden_size if segment_len > 1 else step_dim + self.static_dim
+
+    def forward(
+        self, x: torch.Tensor, observed: torch.Tensor, batch: Mapping[str, torch.Tensor], horizon: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """x, observed (B, L) -> encoder rows (B, N, out_dim), static (B, S) | None, futr (B, H, F) | None."""
+        L = x.shape[1]
+        inputs = torch.stack([x, observed], dim=-1)  # (B, L, 2)
+        static = futr = None
+        if self.covariates is not None:
+            past = self.covariates.past(batch, L)  # (B, L, C) or None
+            if past is not None:
+                inputs = torch.cat([inputs, past], dim=-1)  # (B, L, 2 + C)
+            static = self.covariates.static(batch)  # (B, S) or None
+            futr = self.covariates.future(batch, L, horizon)  # (B, H, F) or None
+        rows = recurrent_inputs(inputs, static, self.segment_len)  # (B, N, seg * (2 + C) + S)
+        if self.embed is not None:
+            rows = self.embed(rows)  # (B, N, hidden)
+        return rows, static, futr

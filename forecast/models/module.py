@@ -47,6 +47,9 @@ class ForecastModule(L.LightningModule):
         cycle_per_series: bool = False,
         n_series: int = 0,
         decoder: str = "mlp",
+        attention: str = "dot",
+        attention_heads: int = 4,
+        attention_dim: int = 64,
         loss: Loss = "mae",
         quantiles: list[float] | None = None,
         lr: float = 1e-3,
@@ -56,7 +59,10 @@ class ForecastModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        for name in ("input_size", "horizon", "hidden_size", "num_layers", "head_hidden", "segment_len"):
+        for name in (
+            "input_size", "horizon", "hidden_size", "num_layers", "head_hidden", "segment_len",
+            "attention_heads", "attention_dim",
+        ):  # fmt: skip
             require_int(f"model.{name}", locals()[name])
         if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"model.dropout must be a number in [0, 1), got {dropout!r}")
@@ -70,7 +76,7 @@ class ForecastModule(L.LightningModule):
         if any(not 0.0 < q < 1.0 for q in qs):
             raise ConfigError(f"quantiles must lie strictly between 0 and 1, got {qs}")
         self.net_kind = net
-        self.net_params: dict[str, Any] = {
+        net_params: dict[str, Any] = {
             "input_size": input_size,
             "horizon": horizon,
             "cell": cell,
@@ -87,12 +93,18 @@ class ForecastModule(L.LightningModule):
             "n_series": n_series if cycle_len and cycle_per_series else 0,
             "decoder": decoder,
             "covariates": _plain_dims(covariates),
+            # Quantiles are monotone by construction (models saved before that used "point").
+            "output": "quantiles" if qs else "point",
         }
+        if decoder == "attention":
+            net_params.update(attention=attention, attention_heads=attention_heads)
+            net_params["attention_dim"] = attention_dim
         if cycle_len and cycle_per_series and n_series < 1:
             raise ConfigError(
                 "cycle_per_series needs n_series (the number of training series); "
                 "forecast.training passes it from the data"
             )
+        self.net_params = net_params
         self.net = build_net(net, self.net_params)
         self.register_buffer("quantiles", torch.tensor(qs, dtype=torch.float32), persistent=False)
         # The point forecast of a quantile model is its median (or the quantile nearest it).

@@ -1,4 +1,4 @@
-"""Nets saved before covariates existed still load, with the same parameters and the same numbers.
+"""Nets saved before covariates existed, or before the net was split into parts, still load.
 
 `fixtures/nets_before_covariates.pt` holds tiny nets built and saved by the code before issue 11
 (state dict, constructor values, and their outputs on a fixed batch): lstm, gru, bilstm (segment
@@ -32,11 +32,8 @@ def _inputs() -> tuple[torch.Tensor, ...]:
 def test_old_nets_keep_their_parameters_and_numbers(name, covariates):
     saved = FIXTURE["nets"][name]
     net = build_net("recurrent", {**saved["params"], "covariates": covariates}).eval()
-    # Same state-dict keys and shapes as before covariates existed: strict loading succeeds.
-    assert {k: v.shape for k, v in net.state_dict().items()} == {
-        k: v.shape for k, v in saved["state"].items()
-    }
-    net.load_state_dict(saved["state"], strict=True)
+    # The old flat names (rnn.*, head.*, cycle) map onto the parts: strict loading succeeds.
+    net.load_state_dict(dict(saved["state"]), strict=True)
     x, x_mask, step, series = _inputs()
     with torch.no_grad():
         positional = net(x, x_mask, step, series)
@@ -64,7 +61,33 @@ def test_module_without_covariates_saves_none_and_the_old_keys():
     params = FIXTURE["nets"]["lstm"]["params"]
     module = ForecastModule(**{k: v for k, v in params.items() if k != "n_outputs"})
     assert module.net_params["covariates"] is None
-    assert set(module.net.state_dict()) == set(FIXTURE["nets"]["lstm"]["state"])
+    assert len(module.net.state_dict()) == len(FIXTURE["nets"]["lstm"]["state"])
     # A model saved before covariates has no "covariates" in its net params: it rebuilds.
     old_params = {k: v for k, v in module.net_params.items() if k != "covariates"}
     build_net(module.net_kind, old_params).load_state_dict(module.net.state_dict())
+
+
+PARTS = torch.load(Path(__file__).parent / "fixtures" / "nets_before_parts.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("name", sorted(PARTS["nets"]))
+def test_nets_saved_before_the_parts_split_load_and_give_the_same_numbers(name):
+    """`fixtures/nets_before_parts.pt`: nets with every covariate kind, both decoders, the cycle,
+    the skip and both norms, saved by the code before issue 12 split the net into parts."""
+    saved = PARTS["nets"][name]
+    net = build_net("recurrent", saved["params"]).eval()
+    net.load_state_dict(dict(saved["state"]), strict=True)
+    with torch.no_grad():
+        assert torch.equal(net(PARTS["batch"]), saved["out"])
+
+
+def test_an_old_state_dict_inside_a_checkpoint_loads_under_its_prefix():
+    """Lightning checkpoints hold the net under `net.`: the key map works below a prefix too."""
+    saved = PARTS["nets"]["cov_step_gru_skip_cycle"]
+    params = {k: v for k, v in saved["params"].items() if k not in ("n_series", "covariates")}
+    module = ForecastModule(
+        **params, cycle_per_series=True, n_series=3, covariates=saved["params"]["covariates"]
+    )
+    module.load_state_dict({f"net.{k}": v for k, v in saved["state"].items()}, strict=True)
+    with torch.no_grad():
+        assert torch.equal(module.net.eval()(PARTS["batch"]), saved["out"])

@@ -102,8 +102,8 @@ def test_every_config_takes_every_kind(config, kind):
         loss.backward()
         # Every parameter is on the path to the forecast (no covariate silently dropped).
         assert all(p.grad is not None for p in module.parameters())
-        assert module.net.covariates is not None
-        assert all(p.grad.abs().sum() > 0 for p in module.net.covariates.parameters())
+        assert module.net.inputs.covariates is not None
+        assert all(p.grad.abs().sum() > 0 for p in module.net.inputs.covariates.parameters())
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]

@@ -30,7 +30,7 @@ def test_step_numbers_give_calendar_phases():
 def test_cycle_is_removed_from_the_input_and_added_to_the_output():
     net = _net().eval()
     with torch.no_grad():
-        net.cycle.copy_(torch.tensor([0.0, 1.0, 2.0, 3.0]))
+        net.cycle.table.copy_(torch.tensor([0.0, 1.0, 2.0, 3.0]))
     x, step = torch.randn(3, 12), torch.tensor([0, 1, 7])
     base = RecurrentForecaster(input_size=12, horizon=5, hidden_size=8, head_hidden=8).eval()
     base.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("cycle")})
@@ -43,14 +43,14 @@ def test_cycle_is_removed_from_the_input_and_added_to_the_output():
 def test_per_series_cycles_and_the_shared_one_for_new_series():
     net = _net(n_series=3).eval()
     with torch.no_grad():
-        net.series_cycle.weight[2] = 5.0  # series code 2 sits 5 above the shared cycle
+        net.cycle.series.weight[2] = 5.0  # series code 2 sits 5 above the shared cycle
     x, step = torch.zeros(2, 12), torch.tensor([3, 3])
     out = net(x, None, step, torch.tensor([0, 2]))
     # Unseen (code 0) keeps the shared cycle; code 2's input and output both move by 5, so its
     # forecast is the recurrent path's answer to (x - 5), plus 5.
     moved = net(x - 5.0, None, step, torch.tensor([0, 0])) + 5.0
     torch.testing.assert_close(out[1], moved[1])
-    assert net.series_cycle.weight[0].abs().sum() == 0  # padding row: the shared cycle only
+    assert net.cycle.series.weight[0].abs().sum() == 0  # padding row: the shared cycle only
 
 
 def test_a_cycle_model_needs_step_numbers():
@@ -87,8 +87,8 @@ def cycle_forecaster(tiny_frame) -> Forecaster:
         n_series=dm.n_series,
     )
     with torch.no_grad():  # a visible cycle, different per series
-        module.net.cycle.copy_(torch.sin(torch.arange(24) / 24 * 2 * torch.pi))
-        module.net.series_cycle.weight[1:].normal_()
+        module.net.cycle.table.copy_(torch.sin(torch.arange(24) / 24 * 2 * torch.pi))
+        module.net.cycle.series.weight[1:].normal_()
     return build_forecaster(module, dm)
 
 

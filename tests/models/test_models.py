@@ -21,7 +21,7 @@ def test_output_shape(cell, num_layers, bidirectional, segment_len):
     )
     out = net(torch.randn(4, 23), torch.ones(4, 23, dtype=torch.bool))
     assert out.shape == (4, 7, 1)
-    assert net.rnn.num_layers == num_layers and net.rnn.bidirectional == bidirectional
+    assert net.encoder.num_layers == num_layers and net.encoder.bidirectional == bidirectional
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -39,11 +39,11 @@ def test_segment_decoder_shapes_and_limits(cell, segment_len):
         n_outputs=3,
     )
     assert net(torch.randn(4, 20)).shape == (4, 7, 3)
-    assert net.positions.shape == (-(-7 // segment_len), net.rnn.input_size)
+    assert net.decoder.positions.shape == (-(-7 // segment_len), net.encoder.input_size)
     with pytest.raises(ValueError, match="bidirectional=false"):
         RecurrentForecaster(input_size=20, horizon=7, bidirectional=True, decoder="segments")
     with pytest.raises(ValueError, match="unknown decoder"):
-        RecurrentForecaster(input_size=20, horizon=7, decoder="attention")
+        RecurrentForecaster(input_size=20, horizon=7, decoder="transformer")
 
 
 def test_window_norm_is_scale_equivariant():

@@ -224,7 +224,7 @@ def test_nan_for_one_series_names_it(history, source, tmp_path):
     # A per-series weight gone NaN: only s4 (series code 5) breaks; it is named and counted.
     f = make_forecaster(history, cycle_len=24, cycle_per_series=True, n_series=7)
     with torch.no_grad():
-        f.net.series_cycle.weight[5].fill_(float("nan"))
+        f.net.cycle.series.weight[5].fill_(float("nan"))
     with pytest.raises(NonFiniteError, match=r"for 1 of \d+ series \(s4\); nothing was written"):
         forecast_file(f, source, tmp_path / "out.parquet", chunk_rows=60, batch_size=7, progress="none")
     assert not (tmp_path / "out.parquet").exists() and beside(tmp_path / "out.parquet") == []
