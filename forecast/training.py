@@ -42,6 +42,7 @@ from forecast.engines.onnx import onnx_export_available
 from forecast.errors import NonFiniteError, TrackingUnavailableError
 from forecast.forecaster import Forecaster, ForecasterSettings
 from forecast.intervals import calibrate, check_levels, check_scale, window_residuals
+from forecast.lr_finder import check_tune_lr, find_lr
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.module import ForecastModule
 from forecast.plotting import plot_forecasts
@@ -261,6 +262,8 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
     # Bad interval settings fail now, not after the training.
     check_levels(cfg.get("intervals"))
     check_scale(cfg.get("interval_scale", "window"))
+    if cfg.get("tune_lr") and not resume:
+        check_tune_lr(cfg.trainer)
     saved = load_checkpoint(resume) if resume else {}
     overrides = task_overrides()
     if resume:
@@ -311,6 +314,8 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
         callbacks.append(EpochLine())  # a scheduler's log gets one line per epoch instead
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=bar)
 
+    if cfg.get("tune_lr"):
+        find_lr(trainer, module, dm, resumed=bool(resume))
     with hydra_job_argv([f"resume={resume}"] if resume else None):
         trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

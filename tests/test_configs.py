@@ -49,7 +49,7 @@ def test_default_data_and_callbacks_instantiate(tmp_path):
     dm.setup()
     assert len(dm.ids) == 69 and dm.horizon == 48
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "EarlyStopping"}
+    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "EarlyStopping", "GradNormLogger"}
 
 
 def test_file_data_requires_a_path(tmp_path):
