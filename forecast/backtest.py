@@ -253,7 +253,7 @@ def backtest_frame(
     )
     scaled = forecaster.scaled_windows(cut)
     preds = forecaster.predict_scaled(
-        scaled.windows, batch_size, scaled.step, scaled.series, scaled.covariates
+        scaled.windows, batch_size, scaled.step, scaled.series, scaled.covariates, scaled.loc, scaled.scale
     )  # (W, H, Q)
     preds = preds * scaled.scale[:, None, None] + scaled.loc[:, None, None]
     check_finite(preds, cut.ids)

@@ -29,6 +29,7 @@ from forecast.data.validation import (
 )
 from forecast.errors import ConfigError, ModelNotFoundError, NonFiniteError
 from forecast.intervals import INTERVALS, ConformalIntervals
+from forecast.models import distributions
 from forecast.models.inputs import input_keys
 from forecast.models.registry import build_net
 
@@ -73,6 +74,13 @@ class ForecasterSettings:
         if not self.quantiles:
             return ["y_hat"]
         return [f"y_hat_q{round(q * 100):02d}" for q in self.quantiles]
+
+    @property
+    def distribution(self) -> str | None:
+        """The distribution whose parameters the net outputs (`forecast.models.distributions`),
+        or None: the net outputs the forecast columns themselves."""
+        kind = self.net_params.get("output", "point")
+        return kind if kind in distributions.KINDS else None
 
     @property
     def point_index(self) -> int:
@@ -701,9 +709,17 @@ class Forecaster:
         """Run the network and lay the forecast out as a long table (id, time, outputs)."""
         s, c = self.settings, self.columns
         preds = self.predict_scaled(
-            windows.windows, batch_size, windows.step, windows.series, windows.covariates
-        )  # (n, H, Q)
+            windows.windows,
+            batch_size,
+            windows.step,
+            windows.series,
+            windows.covariates,
+            loc=windows.loc,
+            scale=windows.scale,
+        )  # (n, H, Q) fmt: skip
         preds = preds * windows.scale[:, None, None] + windows.loc[:, None, None]
+        if s.distribution == "negbin":  # integer counts, exactly (not 4.9999995 after the scaling)
+            preds = np.round(preds)
         check_finite(preds, windows.ids)
         out = pd.DataFrame(
             {
@@ -737,8 +753,15 @@ class Forecaster:
         step: np.ndarray | None = None,
         series: np.ndarray | None = None,
         covariates: Mapping[str, np.ndarray] | None = None,
+        loc: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
     ) -> np.ndarray:
         """(N, L) scaled windows, NaN where missing -> (N, H, Q) scaled forecasts.
+
+        Every model returns its forecast columns: a distribution model's net outputs parameters,
+        turned here into its quantiles (`distributions.quantiles`), whatever runs the net (PyTorch
+        or ONNX). A negbin model also needs `loc` and `scale` (N,), the windows' scaling
+        (`ScaledWindows`), since its counts live on the raw scale.
 
         A model with a learned cycle also needs `step`, each window's absolute step number of
         its first forecast step (`forecast.data.calendar.step_index`), and may take `series`,
@@ -763,11 +786,23 @@ class Forecaster:
                     f"this model reads covariates: predict_scaled needs {absent} for every window"
                 )
             batch.update(covariates)
+        kind = self.settings.distribution
+        if kind == "negbin" and (loc is None or scale is None):
+            raise ValueError("this model forecasts counts (negbin): predict_scaled needs `loc` and `scale`")
         batch_size = min(batch_size, self._max_batch())
-        outputs = [
-            self._run({k: v[i : i + batch_size] for k, v in batch.items()})
-            for i in range(0, len(x), batch_size)
-        ]
+        outputs = []
+        for i in range(0, len(x), batch_size):
+            out = self._run({k: v[i : i + batch_size] for k, v in batch.items()})  # (b, H, Q | P)
+            if kind is not None:
+                part = slice(i, i + batch_size)
+                out = distributions.quantiles(
+                    kind,
+                    out,
+                    self.settings.quantiles,
+                    None if loc is None else np.asarray(loc)[part],
+                    None if scale is None else np.asarray(scale)[part],
+                )  # (b, H, Q)
+            outputs.append(out)
         if not outputs:
             return np.zeros((0, self.settings.horizon, len(self.settings.output_columns)), np.float32)
         return np.concatenate(outputs)

@@ -214,7 +214,9 @@ def window_residuals(
         x = np.where(batch["x_mask"].numpy(), batch["x"].numpy(), np.float32(np.nan))
         step, series = (batch[k].numpy() if k in batch else None for k in ("step", "series"))
         covariates = {k: batch[k].numpy() for k in COVARIATE_KEYS if k in batch}
-        pred = forecaster.predict_scaled(x, batch_size, step, series, covariates)[:, :, point]  # (B, H)
+        loc, spread = batch["loc"].numpy(), batch["scale"].numpy()  # (B,): a negbin model's counts need them
+        pred = forecaster.predict_scaled(x, batch_size, step, series, covariates, loc=loc, scale=spread)
+        pred = pred[:, :, point]  # (B, H)
         err = np.abs(batch["y"].numpy().astype(np.float64) - pred) / np.reshape(
             score_units(scale, x), (-1, 1)
         )

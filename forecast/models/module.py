@@ -9,21 +9,26 @@ import lightning as L
 import torch
 
 from forecast.errors import ConfigError, require_int
-from forecast.metrics import make_metrics, update_metrics
+from forecast.metrics import make_metrics, pinball, quantile_crps, update_metrics, update_probabilistic
+from forecast.models import distributions
+from forecast.models.distributions import DEFAULT_QUANTILES
 from forecast.models.inputs import CovariateDims
 from forecast.models.registry import build_net
 
-Loss = Literal["mae", "mse", "quantile", "smape"]
+Loss = Literal["mae", "mse", "quantile", "smape", "normal", "student_t", "negbin"]
+LOSSES = ("mae", "mse", "quantile", "smape", *distributions.KINDS)
 
-
-def pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
-    """Quantile loss per element: pred (B, H, Q), y (B, H) -> (B, H, Q)."""
-    diff = y[..., None] - pred
-    return torch.maximum(quantiles * diff, (quantiles - 1.0) * diff)
+__all__ = ["ForecastModule", "Loss", "pinball"]  # pinball: imported from here before it moved
 
 
 class ForecastModule(L.LightningModule):
     """Trains a forecasting net on scaled windows; reports metrics on the raw scale.
+
+    `loss`: a point loss (mae, mse, smape), the pinball loss of `quantiles` (monotone quantile
+    columns), or a distribution's negative log-likelihood (normal, student_t, negbin: the net
+    outputs its parameters, `forecast.models.distributions`; forecasts are its `quantiles`,
+    default 0.1, 0.5, 0.9). Probabilistic models also report `crps` and `coverage_NN` on val
+    and test.
 
     `covariates`: the data's covariate encoder `dims` (`SeriesDataModule.covariates.dims`),
     passed to the net; None for a model of the target alone.
@@ -68,10 +73,20 @@ class ForecastModule(L.LightningModule):
             raise ConfigError(f"model.dropout must be a number in [0, 1), got {dropout!r}")
         if not isinstance(lr, int | float) or not lr > 0:
             raise ConfigError(f"model.lr must be a positive number, got {lr!r}")
-        if loss not in ("mae", "mse", "quantile", "smape"):
-            raise ConfigError(f"unknown loss {loss!r}; use mae, mse, quantile or smape")
-        if (loss == "quantile") != bool(quantiles):
-            raise ConfigError("loss=quantile needs model.quantiles (e.g. [0.1, 0.5, 0.9]) and vice versa")
+        if loss not in LOSSES:
+            raise ConfigError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+        if loss == "quantile" and not quantiles:
+            raise ConfigError("loss=quantile needs model.quantiles (e.g. [0.1, 0.5, 0.9])")
+        is_distribution = loss in distributions.KINDS
+        if quantiles and loss != "quantile" and not is_distribution:
+            raise ConfigError(
+                f"model.quantiles needs loss=quantile or a distribution ({', '.join(distributions.KINDS)}), "
+                f"got loss={loss}: set model.quantiles=null or change the loss"
+            )
+        if is_distribution and not quantiles:
+            # The forecast columns of a distribution; saved so that the forecaster writes them.
+            quantiles = list(DEFAULT_QUANTILES)
+            self.hparams["quantiles"] = quantiles
         qs = sorted(quantiles or [])
         if any(not 0.0 < q < 1.0 for q in qs):
             raise ConfigError(f"quantiles must lie strictly between 0 and 1, got {qs}")
@@ -84,7 +99,7 @@ class ForecastModule(L.LightningModule):
             "num_layers": num_layers,
             "dropout": dropout,
             "bidirectional": bidirectional,
-            "n_outputs": max(len(qs), 1),
+            "n_outputs": distributions.N_PARAMS[loss] if is_distribution else max(len(qs), 1),
             "head_hidden": head_hidden,
             "window_norm": window_norm,
             "segment_len": segment_len,
@@ -93,8 +108,9 @@ class ForecastModule(L.LightningModule):
             "n_series": n_series if cycle_len and cycle_per_series else 0,
             "decoder": decoder,
             "covariates": _plain_dims(covariates),
-            # Quantiles are monotone by construction (models saved before that used "point").
-            "output": "quantiles" if qs else "point",
+            # Quantiles are monotone by construction (models saved before that used "point");
+            # a distribution's output part is named after it.
+            "output": loss if is_distribution else "quantiles" if qs else "point",
         }
         if decoder == "attention":
             net_params.update(attention=attention, attention_heads=attention_heads)
@@ -109,8 +125,12 @@ class ForecastModule(L.LightningModule):
         self.register_buffer("quantiles", torch.tensor(qs, dtype=torch.float32), persistent=False)
         # The point forecast of a quantile model is its median (or the quantile nearest it).
         self.point_index = int(torch.tensor(qs).sub(0.5).abs().argmin()) if qs else 0
+        self.distribution = loss if is_distribution else None
         # Keyed "<stage>_" because ModuleDict keys may not shadow nn.Module methods such as train().
-        self.metrics = torch.nn.ModuleDict({f"{s}_": make_metrics() for s in ("train", "val", "test")})
+        # CRPS and coverage on val and test only: a distribution's quantiles take scipy on the CPU.
+        self.metrics = torch.nn.ModuleDict(
+            {f"{s}_": make_metrics(quantiles=qs if s != "train" else ()) for s in ("train", "val", "test")}
+        )
 
     def forward(
         self,
@@ -132,6 +152,8 @@ class ForecastModule(L.LightningModule):
             per_step = 2.0 * (f - t).abs() / (f.abs() + t.abs()).clamp_min(1e-6)
         elif self.hparams.loss == "quantile":
             per_step = pinball(pred, y, self.quantiles).mean(-1)  # (B, H)
+        elif self.distribution is not None:
+            per_step = distributions.nll(self.distribution, pred, y, loc, scale)  # (B, H)
         elif self.hparams.loss == "mse":
             per_step = (pred[..., 0] - y).square()
         else:
@@ -140,13 +162,19 @@ class ForecastModule(L.LightningModule):
         return (per_step * weight).sum() / weight.sum().clamp_min(1.0)
 
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        pred = self(batch)  # (B, H, Q) scaled
+        pred = self(batch)  # (B, H, Q) scaled; a distribution's (B, H, P) parameters
         scale, loc = batch["scale"][:, None], batch["loc"][:, None]  # (B, 1)
         loss = self._loss(pred, batch["y"], batch["y_mask"], loc, scale)
-        y_hat = pred[..., self.point_index].detach() * scale + loc  # (B, H) raw scale
+        if self.distribution is not None:
+            y_hat = distributions.point_raw(self.distribution, pred.detach(), loc, scale)  # (B, H) raw
+        else:
+            y_hat = pred[..., self.point_index].detach() * scale + loc  # (B, H) raw scale
         y = batch["y"] * scale + loc
         metrics = self.metrics[f"{stage}_"]
         update_metrics(metrics, y_hat, y, batch["y_mask"], batch["mase_scale"])
+        if "crps" in metrics:
+            crps, inside = self._probabilistic(pred.detach(), batch["y"], loc, scale)
+            update_probabilistic(metrics, crps, inside, batch["y_mask"])
         batch_size = batch["x"].shape[0]
         on_step = stage == "train"
         self.log(
@@ -160,6 +188,28 @@ class ForecastModule(L.LightningModule):
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
+
+    def _probabilistic(
+        self, pred: torch.Tensor, y: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """CRPS (B, H) on the raw scale and whether y (B, H) lies between the outer quantiles.
+
+        A distribution: its CRPS (`distributions.crps`); a quantile model: the approximation
+        from its own quantiles (`forecast.metrics.quantile_crps`).
+        """
+        if self.distribution is not None:
+            crps = distributions.crps(self.distribution, pred, y, loc, scale)
+            outer = [float(self.quantiles[0]), float(self.quantiles[-1])]
+            bounds = distributions.quantiles_torch(self.distribution, pred, outer, loc, scale)  # (B, H, 2)
+        else:
+            crps = quantile_crps(pred, y, self.quantiles) * scale
+            bounds = pred[..., [0, -1]]
+        if len(self.quantiles) < 2:
+            return crps, None
+        bounds, y = bounds * scale[..., None] + loc[..., None], y * scale + loc  # raw scale
+        if self.distribution == "negbin":  # integer quantiles: a count on a bound is inside
+            bounds, y = bounds.round(), y.round()
+        return crps, (bounds[..., 0] <= y) & (y <= bounds[..., 1])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._common_step(batch, "train")
