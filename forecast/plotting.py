@@ -1,12 +1,15 @@
-"""A picture of a few series with their forecasts, for the MLflow run page."""
+"""Pictures for the MLflow run page: a few series with their forecasts, attention weights."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and in CI
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -42,5 +45,26 @@ def plot_forecasts(
         ax.set_title(str(uid), fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention(weights: np.ndarray, segment_len: int = 1, titles: Sequence[str] = ()) -> Figure:
+    """Attention weights (n, H, N) of n windows as heat maps: horizon step x input segment.
+
+    The x axis counts input steps back from the forecast origin (the segment's start), so a
+    row that lights up 24 steps back shows the decoder reading yesterday's same hour.
+    """
+    n, H, N = weights.shape
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        image = ax.imshow(weights[i], aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
+        ticks = np.arange(N)
+        ax.set_xticks(ticks, [str((N - t) * segment_len) for t in ticks], fontsize=6)
+        ax.set_xlabel("input steps before the origin", fontsize=7)
+        ax.set_ylabel("horizon step", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_title(titles[i] if i < len(titles) else f"window {i}", fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig

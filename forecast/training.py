@@ -45,7 +45,7 @@ from forecast.intervals import calibrate, check_levels, check_scale, window_resi
 from forecast.lr_finder import check_tune_lr, find_lr
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.module import ForecastModule
-from forecast.plotting import plot_forecasts
+from forecast.plotting import plot_attention, plot_forecasts
 from forecast.stale_runs import claim_run
 from forecast.tracking import log_forecaster, register, use_store
 from forecast.tracking.outage import (
@@ -188,6 +188,7 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
         fig = plot_forecasts(history[(past == "left_only").to_numpy()], forecast, actual, c)
         mlflow.log_figure(fig, "forecasts.png")
         plt.close(fig)
+        log_attention(module, dm)
         example = input_example(dm, history, shown[:2])
         info = log_forecaster(forecaster, example, extra_files={"config.yaml": config_yaml})
         mlflow.set_tag("model_uri", info.model_uri)
@@ -201,6 +202,19 @@ def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDat
             version = f"models:/{cfg.registry.name}@{cfg.registry.alias} = version {registered.version}"
             mlflow.set_tag("registered_version", f"{cfg.registry.name}/{registered.version}")
     return Published(baseline, split, run_link(uri, run.info.experiment_id, run_id), version)
+
+
+def log_attention(module: ForecastModule, dm: SeriesDataModule, n: int = 4) -> None:
+    """An attention model's weights on its first `n` validation windows, as `attention.png`."""
+    if module.hparams.get("decoder") != "attention":
+        return
+    loader = dm.val_dataloader() if dm.val_size else dm.train_dataloader()
+    batch = {k: v[:n].to(module.device) for k, v in next(iter(loader)).items() if torch.is_tensor(v)}
+    with torch.no_grad():
+        weights = module.net.eval().attention_weights(batch).cpu().numpy()  # (n, H, N)
+    fig = plot_attention(weights, module.hparams.segment_len, [f"validation window {i}" for i in range(n)])
+    mlflow.log_figure(fig, "attention.png")
+    plt.close(fig)
 
 
 def forecast_input(dm: SeriesDataModule, split: str, ids: Sequence) -> pd.DataFrame:
