@@ -309,6 +309,11 @@ class Forecaster:
         self.intervals = intervals
         self.columns = ColumnSpec(**settings.columns)
         self.export = tuple(export)
+        if settings.distribution is not None and not settings.quantiles:
+            raise ConfigError(
+                f"a {settings.distribution} model forecasts quantiles: its settings need `quantiles` "
+                "(e.g. [0.1, 0.5, 0.9])"
+            )
         self.encoder = covariate_encoder(settings)
         self.keys = input_keys(settings.net_params)  # the batch keys the net reads
         self.runtime = "torch"

@@ -127,3 +127,14 @@ def test_a_negbin_model_backtests_on_integer_quantiles():
     forecaster = build_forecaster(_module("negbin"), _data(frame), intervals=[80])
     result = backtest_frame(forecaster, frame, n_windows=3, season_length=24)
     assert np.isfinite(result.metrics["pinball"]) and 0 <= result.metrics["coverage"] <= 1
+
+
+def test_a_distribution_model_without_quantile_levels_is_refused(student_t):
+    from dataclasses import replace
+
+    from forecast.errors import ConfigError
+
+    frame, dm, module = student_t
+    forecaster = build_forecaster(module, dm)
+    with pytest.raises(ConfigError, match="student_t model forecasts quantiles"):
+        Forecaster(forecaster.net, forecaster.scaler, replace(forecaster.settings, quantiles=[]))
