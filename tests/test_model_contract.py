@@ -167,3 +167,21 @@ def test_pyfunc_gives_the_forecasters_numbers(model, head, tmp_path):
     )
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     pd.testing.assert_frame_equal(loaded.predict(history), forecaster.predict(history), check_dtype=False)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole", "slstm"])
+def test_onnx_export_with_dropout_agrees_and_leaves_the_net_in_eval(cell, tmp_path):
+    """The exporter restores the mode of what it traced: the net must stay in eval (no dropout in
+    the forecasts after a save), and the 1e-5 check must compare eval with eval."""
+    pytest.importorskip("onnxruntime")
+    from forecast.engines.onnx import export_onnx, probe_batch
+    from forecast.models import build_net
+
+    params = {"input_size": L, "horizon": H, "cell": cell, "hidden_size": 16, "num_layers": 2}
+    params.update(segment_len=6, head_hidden=16, window_norm=True, dropout=0.3)
+    net = build_net("recurrent", params)
+    export_onnx(net, params, tmp_path / "net.onnx")  # raises when the copy differs by > 1e-5
+    assert not net.training
+    batch = {k: torch.from_numpy(v) for k, v in probe_batch(params).items()}
+    with torch.no_grad():
+        assert torch.equal(net(batch), net(batch))

@@ -75,7 +75,7 @@ def export_onnx(net: nn.Module, net_params: Mapping[str, Any], path: str | Path)
     path = Path(path)
     net = net.eval()
     keys = input_keys(net_params)
-    module = PositionalNet(net, keys)
+    module = PositionalNet(net, keys).eval()  # eval as a whole: the exporter restores its mode after
     probe = probe_batch(net_params)
     tensors = [torch.from_numpy(probe[k]) for k in keys]
     buffer = io.BytesIO()

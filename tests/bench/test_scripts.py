@@ -89,7 +89,7 @@ def test_experiments_compose(experiment, tmp_path):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}", f"data.path={tmp_path / 'x.parquet'}"])
     module = instantiate(cfg.model, n_series=7)  # training passes the data's count (per-series cycles)
-    assert module.net.window_norm and module.net.skip is not None
+    assert module.net.norm.kind == "revin" and module.net.skip is not None
     assert cfg.data.val_size >= cfg.data.horizon and cfg.data.test_size == cfg.data.val_size
 
 
