@@ -112,7 +112,12 @@ def test_help_lists_the_config_groups(installed, tmp_path):
     bin_dir, env = installed
     out = _run([bin_dir / "forecast-train", "--help"], tmp_path, env).stdout
     assert "== Configuration groups ==" in out
-    for line in ("data: epf_np_sample, file, m4_hourly_sample", "model: bilstm, gru, lstm", "logger: mlflow"):
+    groups = (
+        "data: epf_np_sample, file, m4_hourly_sample",
+        "model: attention, bilstm, gru, lstm, peephole, slstm",
+        "logger: mlflow",
+    )
+    for line in groups:
         assert line in out.splitlines(), line
     assert "trainer: cpu, ddp" in out
     # the search-path plugin adds forecast/... to other apps only, not a second copy to ours
