@@ -105,7 +105,7 @@ def test_unknown_option_lists_ours(tmp_path):
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         with pytest.raises(MissingConfigException) as raised:
             compose("config")
-    assert raised.value.options == ["bilstm", "gru", "lstm"]
+    assert raised.value.options == ["attention", "bilstm", "gru", "lstm", "peephole", "slstm"]
 
 
 @pytest.mark.parametrize("init", ["dir", "module"])
