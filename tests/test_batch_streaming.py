@@ -67,8 +67,8 @@ def test_streamed_cycle_model_matches_predict(history, tmp_path):
     # A learned per-series cycle needs each series' phase and code in every chunk and batch.
     f = make_forecaster(history, cycle_len=24, cycle_per_series=True, n_series=7)
     with torch.no_grad():
-        f.net.cycle.copy_(torch.linspace(-1.0, 1.0, 24))
-        f.net.series_cycle.weight[1:].normal_()
+        f.net.cycle.table.copy_(torch.linspace(-1.0, 1.0, 24))
+        f.net.cycle.series.weight[1:].normal_()
     got = stream(f, history, tmp_path, chunk_rows=59, batch_size=3)
     pd.testing.assert_frame_equal(got, f.predict(history), check_exact=False, rtol=1e-6)
     shifted = history.assign(ds=history.ds + pd.Timedelta("5h"))
