@@ -20,6 +20,14 @@ def tiny_frame() -> pd.DataFrame:
 
 
 @pytest.fixture
+def history(tmp_path: Path) -> Path:
+    """`tiny_frame`'s data (6 hourly series of 200 steps) as a parquet file, for the pipelines."""
+    path = tmp_path / "history.parquet"
+    synthetic_long(n_series=6, length=200, seed=1).to_parquet(path)
+    return path
+
+
+@pytest.fixture
 def isolated_mlflow(tmp_path, monkeypatch) -> str:
     """A fresh SQLite MLflow store in tmp_path, also for subprocesses (via the env)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -7,9 +7,12 @@ covariates, not how good they are.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
 from forecast.data import SeriesDataModule
 from forecast.forecaster import Forecaster
@@ -104,3 +107,15 @@ def with_future_rows(history: pd.DataFrame, future: pd.DataFrame) -> pd.DataFram
             ahead[col] = None
     table = pd.concat([history, ahead], ignore_index=True)
     return table.sort_values(["unique_id", "ds"], kind="stable", ignore_index=True)
+
+
+MODEL_CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+
+def model_config(name: str) -> dict:
+    """conf/model/<name>.yaml with its defaults merged (the files chain through `defaults`)."""
+    cfg = OmegaConf.load(MODEL_CONF / f"{name}.yaml")
+    merged = OmegaConf.create()
+    for parent in cfg.pop("defaults", []):
+        merged = OmegaConf.merge(merged, model_config(parent))
+    return OmegaConf.to_container(OmegaConf.merge(merged, cfg), resolve=False)

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 import torch
 from mlflow import MlflowClient
 from omegaconf import open_dict
 from pipeline_helpers import TINY_TRAIN
 from test_configs import compose_train
 
-from forecast.data.synthetic import synthetic_long
 from forecast.plotting import plot_attention
 from forecast.training import _publish, fit
-
-
-@pytest.fixture
-def history(tmp_path: Path) -> Path:
-    path = tmp_path / "history.parquet"
-    synthetic_long(n_series=6, length=200, seed=1).to_parquet(path)
-    return path
 
 
 def test_attention_run_logs_its_weights(tmp_path, history, isolated_mlflow):

@@ -16,15 +16,13 @@ from __future__ import annotations
 import os
 import warnings
 from functools import cache
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from covariate_helpers import covariate_frame
-from omegaconf import OmegaConf
+from covariate_helpers import MODEL_CONF, covariate_frame, model_config
 
 from forecast.data import SeriesDataModule
 from forecast.engines.onnx import onnx_export_available
@@ -32,8 +30,7 @@ from forecast.forecaster import Forecaster
 from forecast.models import ForecastModule
 from forecast.training import build_forecaster
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
-MODELS = sorted(p.stem for p in CONF.glob("*.yaml"))
+MODELS = sorted(p.stem for p in MODEL_CONF.glob("*.yaml"))
 L, H, SEASON = 24, 6, 24
 # Covariate kinds as data-config keywords (futr and static with a categorical column each).
 ALL = {
@@ -58,15 +55,6 @@ HEADS = {
 }
 
 
-def _config(name: str) -> dict:
-    """conf/model/<name>.yaml with its defaults merged (the files chain through `defaults`)."""
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    merged = OmegaConf.create()
-    for parent in cfg.pop("defaults", []):
-        merged = OmegaConf.merge(merged, _config(parent))
-    return OmegaConf.to_container(OmegaConf.merge(merged, cfg), resolve=False)
-
-
 @cache
 def _frame(counts: bool) -> pd.DataFrame:
     frame = covariate_frame(n_series=4, length=24 * 14, seed=1)
@@ -81,7 +69,7 @@ def _fit(model: str, kind: str, head: str, steps: int = 100) -> tuple[Forecaster
         batch_size=64, season_length=SEASON, **KINDS[kind],
     )  # fmt: skip
     dm.setup()
-    params = _config(model)
+    params = model_config(model)
     params.pop("_target_")
     params.update(input_size=L, horizon=H, hidden_size=12, head_hidden=24, segment_len=4, attention_dim=8)
     params.update(HEADS[head], lr=1e-2)

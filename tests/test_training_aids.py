@@ -4,7 +4,6 @@ the sweep's search space over cells, layers, sizes, learning rate and batch size
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -34,13 +33,6 @@ TINY = [
     "+trainer.limit_val_batches=2",
     "intervals=[]",
 ]
-
-
-@pytest.fixture
-def history(tmp_path: Path) -> Path:
-    path = tmp_path / "history.parquet"
-    synthetic_long(n_series=6, length=200, seed=1).to_parquet(path)
-    return path
 
 
 def test_grad_norms_reach_mlflow_per_parameter_at_the_steps_measured(tmp_path, isolated_mlflow, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from covariate_helpers import model_config
 
 from forecast.errors import ConfigError
 from forecast.models import ForecastModule, build_net
@@ -42,18 +42,9 @@ CONFIGS = {
 }
 
 
-def _config(name: str) -> dict:
-    """conf/model/<name>.yaml with its defaults merged (the files chain through `defaults`)."""
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    merged = OmegaConf.create()
-    for parent in cfg.pop("defaults", []):
-        merged = OmegaConf.merge(merged, _config(parent))
-    return OmegaConf.to_container(OmegaConf.merge(merged, cfg), resolve=False)
-
-
 def _module(config: str, covariates: dict | None, **overrides) -> ForecastModule:
     file, variant = CONFIGS[config]
-    params = _config(file)
+    params = model_config(file)
     params.pop("_target_")
     params.update(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4)
     params.update(variant, **overrides)
