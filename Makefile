@@ -11,6 +11,8 @@ MODEL_NAME ?= forecast-lstm
 # make forecast: AS_OF=YYYY-MM-DD (or today: the UTC date); OVERWRITE=true redoes a day already done
 AS_OF ?= today
 OVERWRITE ?= false
+# make test: pytest-xdist workers, a module per worker at a time (TEST_WORKERS= runs in one process)
+TEST_WORKERS ?= -n 2 --dist loadgroup
 # make serve: the scoring server's port (make ui takes 5000)
 SERVE_PORT ?= 5001
 
@@ -37,11 +39,11 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: $(STAMP) ## run the whole test suite (unit + end-to-end)
-	$(PY) -m pytest -q
+test: $(STAMP) ## run the whole test suite (unit + end-to-end; docs/testing.md)
+	$(PY) -m pytest -q $(TEST_WORKERS)
 
-test-fast: $(STAMP) ## unit tests only (skips the slow end-to-end ones)
-	$(PY) -m pytest -q -m "not slow"
+test-fast: $(STAMP) ## the inner loop: no server, no subprocess, no real training (docs/testing.md)
+	$(PY) -m pytest -q $(TEST_WORKERS) -m "not slow"
 
 demo: $(STAMP) ## train on the embedded data, track + register in MLflow, batch-forecast
 	$(PY) pipelines/train.py register=true registry.name=$(MODEL_NAME)

@@ -1,16 +1,38 @@
-"""Shared fixtures: tiny seeded data, an isolated MLflow store, the repo root."""
+"""Shared fixtures: tiny seeded data, isolated MLflow stores, a Ray cluster; one thread per test
+process. docs/testing.md says which fixture to reach for."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pandas as pd
-import pytest
+# One thread per test process, set before torch is imported, and inherited by every pipeline a
+# test spawns: tiny models run 10-80x slower on two threads when the other core is busy (and
+# under pytest-xdist it is).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the tests' Ray cluster listens on loopback only
 
-from forecast.data.synthetic import synthetic_long
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from stores import new_store  # noqa: E402
+
+from forecast.data.synthetic import synthetic_long  # noqa: E402
+
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under `pytest -n` (`--dist loadgroup`) a module runs whole on one worker, so its
+    module-scoped fixtures (a trained model, a registered store) are built once, not per worker.
+    A test already in an `xdist_group` keeps its group."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture
@@ -29,8 +51,9 @@ def history(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def isolated_mlflow(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite MLflow store in tmp_path, also for subprocesses (via the env)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    """A fresh SQLite MLflow store in tmp_path (a copy of one migrated per session), also for
+    subprocesses (via the env)."""
+    uri = new_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     import mlflow
 
@@ -46,3 +69,16 @@ def subprocess_env() -> dict[str, str]:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     return env
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A Ray head on 127.0.0.1 for the whole session (per xdist worker that asks): engines join it
+    with `ray.address=<this>` instead of starting and stopping a local Ray per run."""
+    pytest.importorskip("ray")
+    from ray_helpers import RayHead
+
+    head = RayHead(tmp_path_factory.mktemp("ray"))
+    head.start()
+    yield head
+    head.stop()

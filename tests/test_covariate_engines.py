@@ -135,7 +135,7 @@ def test_pyfunc_takes_one_long_table(data, model, isolated_mlflow, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_path):
+def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_path, ray_cluster):
     pytest.importorskip("ray")
     from pipeline_helpers import register_forecaster
 
@@ -149,7 +149,7 @@ def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_p
     history.to_parquet(tmp_path / "history.parquet", index=False)
     future[["unique_id", "ds", *FUTR]].to_parquet(tmp_path / "future.parquet", index=False)
     expected = forecaster.predict(table)
-    options = RayOptions(num_cpus=2, rows_per_partition=150, init_kwargs={"object_store_memory": 200 * 2**20})
+    options = RayOptions(address=ray_cluster.address, rows_per_partition=150)
     frame.to_parquet(tmp_path / "all.parquet", index=False)  # actuals after as_of: future rows
     cases = [
         ("rows", {"as_of": AsOf(None)}),

@@ -1,9 +1,7 @@
 """engine=ray: Ray Data over partitions of series gives the local engine's forecast, row for row."""
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -78,69 +76,26 @@ def test_local_ray_matches_the_local_engine(setup, tmp_path):
     assert_same_rows(out, expected)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_cli_joins_a_running_cluster(setup, tmp_path, subprocess_env):
+def test_cli_joins_a_running_cluster(setup, tmp_path, subprocess_env, ray_cluster):
+    """`ray.address=auto` finds the session's head through RAY_ADDRESS, as on a cluster's node."""
     source, expected = setup
-    port = _free_port()
-    env = {**subprocess_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}  # what address=auto finds
-    head = subprocess.Popen(
+    out = tmp_path / "cli-out"
+    proc = subprocess.run(
         [
-            str(Path(sys.executable).parent / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--object-store-memory=200000000",
+            sys.executable,
+            str(ROOT / "pipelines" / "batch_forecast.py"),
+            "model_uri=models:/ray-test@champion",
+            f"input={source}",
+            f"output={out}",
+            "engine=ray",
+            "ray.address=auto",
+            "ray.rows_per_partition=500",
+            f"hydra.run.dir={tmp_path / 'run'}",
         ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        env=ray_cluster.env(subprocess_env),
+        capture_output=True,
         text=True,
+        timeout=300,  # worker processes start slowly on a busy 2-core machine (120 s was hit once)
     )
-    try:
-        out = tmp_path / "cli-out"
-        deadline = time.time() + 150  # the head takes a while on a busy 2-core machine
-        while True:
-            assert time.time() < deadline, "ray start --head did not come up"
-            probe = subprocess.run(
-                [sys.executable, "-c", "import ray; ray.init(address='auto'); ray.shutdown()"],
-                env=env,
-                capture_output=True,
-                timeout=60,
-            )
-            if probe.returncode == 0:
-                break
-            time.sleep(2)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "pipelines" / "batch_forecast.py"),
-                "model_uri=models:/ray-test@champion",
-                f"input={source}",
-                f"output={out}",
-                "engine=ray",
-                "ray.address=auto",
-                "ray.rows_per_partition=500",
-                f"hydra.run.dir={tmp_path / 'run'}",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,  # worker processes start slowly on a busy 2-core machine (120 s was hit once)
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert_same_rows(out, expected)
-    finally:
-        head.terminate()  # --block: stopping this process stops the processes it started
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            head.kill()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_rows(out, expected)

@@ -295,10 +295,15 @@ def test_an_experiment_created_meanwhile_by_another_job_is_used(isolated_mlflow,
 
 
 @pytest.mark.slow
-def test_the_ray_engine_cuts_partitions_and_is_done_once(work, store, monkeypatch, capsys):
+def test_the_ray_engine_cuts_partitions_and_is_done_once(work, store, monkeypatch, capsys, ray_cluster):
     pytest.importorskip("ray")
     ray_out = "ray-forecasts/as_of={as_of}/part"  # not "forecast": Ray workers would import it
-    options = ["as_of=2024-01-02", "engine=ray", "ray.num_cpus=2", "ray.rows_per_partition=100"]
+    options = [
+        "as_of=2024-01-02",
+        "engine=ray",
+        f"ray.address={ray_cluster.address}",
+        "ray.rows_per_partition=100",
+    ]
     result = forecast(work, monkeypatch, capsys, *options, output=ray_out)
     assert result.code == 0, result.stderr[-3000:]
     folder = work / "ray-forecasts" / "as_of=2024-01-02" / "part"

@@ -205,6 +205,8 @@ def check_input(
 
 def _read(ray, source: Path, sep: str, names: list[str]):
     """The id, time and target columns of a checked input as a Ray dataset."""
+    # Absolute: Ray's tasks run in the cluster's working folder, not the driver's.
+    source = source.resolve()
     if source.is_file() and source.suffix.lower() == ".csv":
         import pyarrow.csv
 
@@ -319,7 +321,7 @@ def forecast_on_ray(
         )
         with atomic_folder(output_path) as tmp:
             try:
-                forecasts.write_parquet(str(tmp))
+                forecasts.write_parquet(str(Path(tmp).resolve()))  # absolute, as for the input
             except Exception as err:
                 user = _user_error(err)
                 if user is None:

@@ -9,7 +9,7 @@ from pipeline_helpers import run_bench
 
 @pytest.mark.slow
 def test_intervals_quick_on_the_embedded_data():
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = dict(os.environ)  # one thread (conftest)
     lines = run_bench("intervals.py", ["--task", "demo", "--quick"], env, timeout=240)
     assert [(line["interval_scale"], line["level"]) for line in lines] == [
         ("series", 80),

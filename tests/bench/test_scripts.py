@@ -19,7 +19,7 @@ KEYS = {"dataset", "model", "input_size", "horizon", "metrics", "train_s", "pred
 def _run(script: str, *args: str, needs: str) -> list[dict]:
     if not (DATA / needs).exists():
         pytest.skip(f"benchmark data not found: {DATA / needs}")
-    env = {**os.environ, "FORECAST_BENCH_DATA": str(DATA), "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "FORECAST_BENCH_DATA": str(DATA)}  # one thread (conftest)
     lines = run_bench(script, ["--quick", *args], env, timeout=240)
     for line in lines:
         assert KEYS <= line.keys(), line
@@ -96,7 +96,7 @@ def test_experiments_compose(experiment, tmp_path):
 @pytest.mark.slow
 def test_demo_defaults_quick():
     """The embedded-data defaults script needs no benchmark data: one line per variant, val beside test."""
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = dict(os.environ)  # one thread (conftest)
     lines = run_bench("demo_defaults.py", ["--quick"], env, timeout=240)
     assert [line["variant"] for line in lines] == ["default", "model.window_norm=false"]
     for line in lines:

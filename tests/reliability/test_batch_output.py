@@ -452,7 +452,7 @@ def test_cli_output_under_a_file_exits_7(store, source, tmp_path, subprocess_env
 
 
 @pytest.mark.slow
-def test_cli_ray_infinite_model_exits_8_with_one_line(store, source, tmp_path, subprocess_env):
+def test_cli_ray_infinite_model_exits_8_with_one_line(store, source, tmp_path, subprocess_env, ray_cluster):
     pytest.importorskip("ray")
     target = tmp_path / "out"
     target.mkdir()
@@ -461,7 +461,7 @@ def test_cli_ray_infinite_model_exits_8_with_one_line(store, source, tmp_path, s
     args = [
         *_args("models:/rel-inf@champion", source, target, tmp_path),
         "engine=ray",
-        "ray.num_cpus=2",
+        f"ray.address={ray_cluster.address}",
         "ray.rows_per_partition=200",
     ]
     proc = run_pipeline("batch_forecast.py", args, tmp_path, env, check=False)

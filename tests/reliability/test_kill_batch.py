@@ -397,15 +397,17 @@ def test_local_engine_survives_kills_at_every_moment(world, tmp_path):
 
 
 # -- the Ray engine ----------------------------------------------------------------------------
-RAY = ["engine=ray", "ray.num_cpus=2", "ray.rows_per_partition=2400", "batch_size=64"]
+# The session's Ray head: a killed driver's workers are the head's to end, and no local Ray is
+# started and torn down per run.
+RAY = ["engine=ray", "ray.rows_per_partition=2400", "batch_size=64"]
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_ray_engine_survives_kills_while_writing_and_at_the_swap(world, tmp_path):
-    pytest.importorskip("ray")
+def test_ray_engine_survives_kills_while_writing_and_at_the_swap(world, tmp_path, ray_cluster):
+    ray = [*RAY, f"ray.address={ray_cluster.address}"]
     out = tmp_path / "ray-out"  # not "forecast": Ray workers would import it as the package
     out.mkdir()
     (out / "part-00000.parquet").write_bytes(world.previous)
@@ -414,7 +416,7 @@ def test_ray_engine_survives_kills_while_writing_and_at_the_swap(world, tmp_path
     _CLOCK[0] = time.monotonic()
 
     # 1. while Ray writes the temporary folder (at least one file of it written)
-    run = start(world, out, RAY, tag="ray-writing")
+    run = start(world, out, ray, tag="ray-writing")
 
     def writing() -> bool:
         try:
@@ -432,7 +434,7 @@ def test_ray_engine_survives_kills_while_writing_and_at_the_swap(world, tmp_path
     ray_kills.append("writing")
 
     # 2. the swap done (renameat2 exchange), the previous output not yet removed from its temporary name
-    run = start(world, out, RAY, inject="after-swap", tag="ray-swap")
+    run = start(world, out, ray, inject="after-swap", tag="ray-swap")
     reap(run, timeout=300)
     assert run.proc.returncode == -signal.SIGKILL, run.text()[-3000:]
     same_rows(pd.read_parquet(out), world.reference)
@@ -447,7 +449,7 @@ def test_ray_engine_survives_kills_while_writing_and_at_the_swap(world, tmp_path
     shutil.rmtree(out)
     out.mkdir()
     (out / "part-00000.parquet").write_bytes(world.previous)
-    rerun = start(world, out, RAY, tag="ray-rerun")
+    rerun = start(world, out, ray, tag="ray-rerun")
     assert rerun.proc.wait(timeout=300) == 0, rerun.text()[-3000:]
     reap(rerun)
     same_rows(pd.read_parquet(out), world.reference)
