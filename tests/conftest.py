@@ -82,3 +82,16 @@ def ray_cluster(tmp_path_factory):
     head.start()
     yield head
     head.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One `mlflow server` (SQLite store, artifacts proxied) per session and xdist worker, for the
+    tests that only use it. A test that kills or restarts a server starts its own
+    (`server_helpers.MlflowServer`). Names of experiments and models must be unique per test."""
+    from server_helpers import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()
