@@ -7,17 +7,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from app_runner import run_inprocess
+from model_helpers import tiny_forecaster as shared_tiny_forecaster
 from pipeline_helpers import register_forecaster
 
 from forecast.backtest import backtest_frame, cutoff_ends, data_digest, resolve_season_length
 from forecast.baselines import seasonal_naive
-from forecast.data import SeriesDataModule, synthetic_long
+from forecast.data import synthetic_long
 from forecast.errors import ConfigError, DataValidationError, ModelNotFoundError
 from forecast.forecaster import SeriesBlock
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
 
 L, H, M = 24, 6, 12
 
@@ -29,23 +27,20 @@ def tiny_forecaster(
     cycle: bool = False,
     missing: str = "error",
 ):
-    """An untrained (seeded) net with the data module's scaler: enough to compare code paths.
-
-    `cycle`: a learned per-series daily cycle, set to random values so that a wrong step number
-    or series code changes the forecast.
-    """
-    torch.manual_seed(seed)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H, missing=missing)
-    dm.setup()
+    """`model_helpers.tiny_forecaster` with segments of 6. `cycle`: a learned per-series daily
+    cycle, set to random values so that a wrong step number or series code changes the forecast."""
     kwargs: dict = {"loss": "quantile", "quantiles": quantiles} if quantiles else {}
     if cycle:
         kwargs |= {"cycle_len": 24, "cycle_per_series": True, "n_series": history["unique_id"].nunique()}
-    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6, **kwargs)
-    with torch.no_grad():
-        for name, param in net.net.named_parameters():
+
+    def random_cycle(module, _dm):
+        for name, param in module.net.named_parameters():
             if "cycle" in name:
                 param.normal_()
-    return build_forecaster(net, dm)
+
+    return shared_tiny_forecaster(
+        history, seed=seed, data={"missing": missing}, segment_len=6, tweak=random_cycle, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")

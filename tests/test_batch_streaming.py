@@ -11,25 +11,20 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from model_helpers import tiny_forecaster
 from pipeline_helpers import register_forecaster
 
 from forecast.batch import run_batch_forecast
-from forecast.data import SeriesDataModule, synthetic_long
+from forecast.data import synthetic_long
 from forecast.data.validation import ColumnSpec, DataValidationError
 from forecast.engines.local import Progress, forecast_file, read_batches, whole_series
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
 
 ROOT = Path(__file__).resolve().parents[1]
 L, H = 24, 6
 
 
 def make_forecaster(frame, **model):
-    torch.manual_seed(0)
-    dm = SeriesDataModule(frame=frame, freq=model.pop("freq", "h"), input_size=L, horizon=H)
-    dm.setup()
-    params = {"hidden_size": 8, "head_hidden": 8, "segment_len": 4, **model}
-    return build_forecaster(ForecastModule(input_size=L, horizon=H, **params), dm)
+    return tiny_forecaster(frame, data={"freq": model.pop("freq", "h")}, **model)
 
 
 @pytest.fixture

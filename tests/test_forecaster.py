@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from model_helpers import tiny_forecaster
 
 from forecast.data import SeriesDataModule
 from forecast.forecaster import Forecaster, ForecasterSettings, future_timestamps
@@ -11,11 +11,7 @@ from forecast.training import build_forecaster
 
 @pytest.fixture
 def forecaster(tiny_frame) -> Forecaster:
-    torch.manual_seed(0)
-    dm = SeriesDataModule(frame=tiny_frame, freq="h", input_size=24, horizon=6)
-    dm.setup()
-    module = ForecastModule(input_size=24, horizon=6, hidden_size=8, head_hidden=8, segment_len=4)
-    return build_forecaster(module, dm)
+    return tiny_forecaster(tiny_frame)
 
 
 def test_forecast_table_shape_and_timestamps(forecaster, tiny_frame):

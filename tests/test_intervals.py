@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from app_runner import run_inprocess
+from model_helpers import tiny_forecaster
 from pipeline_helpers import register_forecaster
 
 from forecast.backtest import backtest_frame, cutoff_ends, levels_to_calibrate
@@ -84,11 +85,7 @@ def test_window_units_are_the_inputs_spread_with_a_floor():
 
 def tiny_model(frame: pd.DataFrame, scale: str = "series") -> Forecaster:
     """An untrained (seeded) net calibrated on 6 x 55 validation windows at 80% and 95%."""
-    torch.manual_seed(0)
-    dm = SeriesDataModule(frame=frame, freq="h", input_size=L, horizon=H, val_size=60)
-    dm.setup()
-    module = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4)
-    return build_forecaster(module, dm, [80, 95], scale)
+    return tiny_forecaster(frame, data={"val_size": 60}, intervals=[80, 95], interval_scale=scale)
 
 
 @pytest.fixture

@@ -117,6 +117,7 @@ def _combinations() -> list[tuple[str, str, str]]:
     return every_head + every_kind
 
 
+@pytest.mark.slow  # 54 fits of 100 steps: make test, not the inner loop
 @pytest.mark.parametrize(("model", "kind", "head"), _combinations())
 def test_every_model_kind_and_head_fits_serves_and_beats_seasonal_naive(model, kind, head, tmp_path):
     forecaster, dm = _fit(model, kind, head)
@@ -143,6 +144,7 @@ def test_every_model_kind_and_head_fits_serves_and_beats_seasonal_naive(model, k
         assert diff.max() <= 1e-5, f"{model}/{kind}/{head}: ONNX differs by {diff.max():.2e} in {col}"
 
 
+@pytest.mark.slow  # an MLflow model saved and loaded per config and head
 @pytest.mark.parametrize(
     ("model", "head"), [(m, "point") for m in MODELS] + [("lstm", h) for h in HEADS if h != "point"]
 )

@@ -7,13 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
+from model_helpers import tiny_forecaster
 from pipeline_helpers import register_forecaster
 
 from forecast.batch import RayOptions, run_batch_forecast
-from forecast.data import SeriesDataModule, synthetic_long
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
+from forecast.data import synthetic_long
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -27,12 +25,7 @@ def setup(isolated_mlflow, tmp_path):
     """A registered model with 80% and 95% intervals and a history of 12 series, rows grouped by
     series: the interval columns are part of every partition's schema."""
     history = synthetic_long(n_series=12, length=80, seed=5)
-    torch.manual_seed(0)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H, val_size=4 * H)
-    dm.setup()
-    f = build_forecaster(
-        ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4), dm, [80, 95]
-    )
+    f = tiny_forecaster(history, data={"val_size": 4 * H}, intervals=[80, 95])
     register_forecaster(f, history, "ray-test", tmp_path, L)
     source = tmp_path / "history.parquet"
     history.to_parquet(source, index=False)

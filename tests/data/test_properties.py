@@ -27,10 +27,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import model_helpers
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -40,8 +40,6 @@ from forecast.data.windows import window_starts
 from forecast.engines.local import forecast_file
 from forecast.errors import DataValidationError
 from forecast.forecaster import Forecaster
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
 
 # Derandomized (fixed examples in CI, no example database written); no deadline, since the
 # first example of a test pays for imports and torch's first forward pass.
@@ -505,12 +503,8 @@ def test_one_defect_raises_the_documented_error(case):
 def tiny_forecaster(L: int, H: int) -> Forecaster:
     """An untrained tiny net and the scaler of three hourly series s0..s2, as
     tests/test_batch_streaming.py's make_forecaster builds it; freq and missing set per example."""
-    torch.manual_seed(0)
     history = synthetic_long(n_series=3, length=L + 3 * H + 1, seed=3)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
-    dm.setup()
-    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4)
-    return build_forecaster(net, dm)
+    return model_helpers.tiny_forecaster(history, input_size=L, horizon=H)
 
 
 @st.composite

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from model_helpers import tiny_forecaster
 
 from forecast.data import SeriesDataModule
 from forecast.data.calendar import step_index
 from forecast.forecaster import Forecaster
 from forecast.models import ForecastModule, RecurrentForecaster
-from forecast.training import build_forecaster
 
 
 def _net(**kw) -> RecurrentForecaster:
@@ -73,23 +73,14 @@ def test_batches_carry_each_window_s_step_and_series(tiny_frame):
 
 @pytest.fixture
 def cycle_forecaster(tiny_frame) -> Forecaster:
-    dm = SeriesDataModule(frame=tiny_frame, freq="h", input_size=24, horizon=6)
-    dm.setup()
-    torch.manual_seed(0)
-    module = ForecastModule(
-        input_size=24,
-        horizon=6,
-        hidden_size=8,
-        head_hidden=8,
-        segment_len=4,
-        cycle_len=24,
-        cycle_per_series=True,
-        n_series=dm.n_series,
-    )
-    with torch.no_grad():  # a visible cycle, different per series
+    def visible_cycle(module, _dm):  # a visible cycle, different per series
         module.net.cycle.table.copy_(torch.sin(torch.arange(24) / 24 * 2 * torch.pi))
         module.net.cycle.series.weight[1:].normal_()
-    return build_forecaster(module, dm)
+
+    n_series = tiny_frame["unique_id"].nunique()
+    return tiny_forecaster(
+        tiny_frame, cycle_len=24, cycle_per_series=True, n_series=n_series, tweak=visible_cycle
+    )
 
 
 def test_forecasts_follow_the_calendar_of_the_history(cycle_forecaster, tiny_frame):

@@ -323,6 +323,7 @@ def load_trials(storage: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="app", storage=storage).trials
 
 
+@pytest.mark.slow  # a subprocess per sweep
 def test_sweep_writes_results_and_resumes(app_dir: Path) -> None:
     storage = f"sqlite:///{app_dir}/study.db"
     common = [f"hydra.sweeper.storage={storage}", "y=choice(0, 1)", "z=3"]
@@ -377,6 +378,7 @@ def test_sweep_writes_results_and_resumes(app_dir: Path) -> None:
     assert len(load_trials(storage)) == 5
 
 
+@pytest.mark.slow  # a subprocess per sweep
 def test_pruned_trials_and_default_storage(app_dir: Path) -> None:
     result = run_app(
         app_dir,
@@ -397,6 +399,7 @@ def test_pruned_trials_and_default_storage(app_dir: Path) -> None:
     assert (app_dir / "run" / "optimization_results.yaml").exists()
 
 
+@pytest.mark.slow  # a subprocess per sweep
 def test_failed_trial_after_the_first_batch_does_not_stop_the_sweep(app_dir: Path) -> None:
     storage = f"sqlite:///{app_dir}/study.db"
     result = run_app(app_dir, "mode=flaky", "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={storage}")
@@ -406,6 +409,7 @@ def test_failed_trial_after_the_first_batch_does_not_stop_the_sweep(app_dir: Pat
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
 
 
+@pytest.mark.slow  # a subprocess per sweep
 @pytest.mark.parametrize(
     ("mode", "message"), [("fail", "boom from the job"), ("none", "must return a number")]
 )

@@ -56,6 +56,7 @@ def _groups() -> list[str]:
     return GlobalHydra.instance().config_loader().list_groups("")
 
 
+@pytest.mark.slow  # the user's app in a process of its own: the plugin found from the path alone
 def test_external_app_composes_forecast_model_and_data(tmp_path):
     app = _user_app(tmp_path / "myapp")
     proc = subprocess.run(

@@ -26,14 +26,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
+from model_helpers import tiny_forecaster
 from pipeline_helpers import ROOT, register_forecaster
 
 import forecast.data.staging as staging
 from forecast.batch import run_batch_forecast
-from forecast.data import SeriesDataModule, synthetic_long
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
+from forecast.data import synthetic_long
 
 pytestmark = pytest.mark.slow
 
@@ -107,11 +105,7 @@ def world(tmp_path_factory) -> World:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
         train = synthetic_long(n_series=6, length=80, seed=4)
-        torch.manual_seed(0)
-        dm = SeriesDataModule(frame=train, freq="h", input_size=L, horizon=H)
-        dm.setup()
-        net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4)
-        register_forecaster(build_forecaster(net, dm), train, "kill-test", root, L)
+        register_forecaster(tiny_forecaster(train), train, "kill-test", root, L)
         big, small = root / "big.parquet", root / "small.parquet"
         synthetic_long(n_series=240, length=40, seed=5).to_parquet(big, index=False)
         synthetic_long(n_series=5, length=40, seed=6).to_parquet(small, index=False)

@@ -7,20 +7,14 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-import torch
+from model_helpers import tiny_forecaster
 
-from forecast.data import SeriesDataModule
-from forecast.models import ForecastModule
 from forecast.tracking import ensure_experiment, log_forecaster, register
-from forecast.training import build_forecaster
 
 
 @pytest.fixture
 def logged_model(tiny_frame, isolated_mlflow, tmp_path):
-    torch.manual_seed(0)
-    dm = SeriesDataModule(frame=tiny_frame, freq="h", input_size=24, horizon=6)
-    dm.setup()
-    forecaster = build_forecaster(ForecastModule(input_size=24, horizon=6, hidden_size=8, segment_len=4), dm)
+    forecaster = tiny_forecaster(tiny_frame)
     experiment = ensure_experiment("pyfunc-test", tmp_path)
     example = tiny_frame.groupby("unique_id").tail(24).head(48).astype({"y": "float64"})
     with mlflow.start_run(experiment_id=experiment) as run:
@@ -47,6 +41,7 @@ def test_model_files_are_plain_and_signature_is_long_table(logged_model):
     assert f"forecast=={__version__}" in requirements
 
 
+@pytest.mark.slow  # a real process: nothing of this one's state may help
 def test_fresh_process_gives_the_same_forecasts(logged_model, tiny_frame, tmp_path, isolated_mlflow):
     forecaster, _, _ = logged_model
     history = tmp_path / "history.parquet"
