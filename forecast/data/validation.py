@@ -118,7 +118,9 @@ def _coerce_time(df: pd.DataFrame, cols: ColumnSpec) -> pd.Series:
                 "convert every time stamp to one zone (or to naive UTC) first"
             )
     try:
-        parsed = pd.to_datetime(ds, errors="coerce", format="mixed")
+        parsed = _parse_one_format(ds, cols.time_col)
+    except DataValidationError:
+        raise
     except (ValueError, TypeError) as err:  # pandas refuses mixed UTC offsets outright
         raise DataValidationError(
             f"time column {cols.time_col!r} mixes time zones or UTC offsets ({str(err).splitlines()[0]}); "
@@ -134,6 +136,29 @@ def _coerce_time(df: pd.DataFrame, cols: ColumnSpec) -> pd.Series:
         raise DataValidationError(
             f"time column {cols.time_col!r} must hold timestamps or integer steps; "
             f"{len(bad)} value(s) do not parse, e.g. {bad.head(_EXAMPLES).to_dict('records')}"
+        )
+    return parsed
+
+
+def _parse_one_format(ds: pd.Series, name: str) -> pd.Series:
+    """Time stamps parsed in one format for the whole column (ISO 8601, else the format of the
+    first value); NaT where a value does not parse. Two formats in one column is an error naming
+    them: parsed value by value, "01/02/2024" beside "2024-02-01" silently swaps day and month
+    for some rows, which then surface as duplicate (id, time) pairs far from the cause."""
+    for fmt in ("ISO8601", None):
+        try:
+            return pd.to_datetime(ds, format=fmt)
+        except (ValueError, TypeError):
+            continue
+    parsed = pd.to_datetime(ds, errors="coerce", format="mixed")
+    text = ds[parsed.notna()].astype(str)
+    shapes = text.str.replace(r"\d", "9", regex=True)
+    if shapes.nunique() > 1:
+        firsts = shapes.drop_duplicates().head(_EXAMPLES)
+        seen = ", ".join(f"{shape!r} (row {row}: {text[row]!r})" for row, shape in firsts.items())
+        raise DataValidationError(
+            f"time column {name!r} mixes {shapes.nunique()} formats: {seen}; write every time stamp "
+            "in one format (ISO 8601: 2024-01-31 13:00:00)"
         )
     return parsed
 

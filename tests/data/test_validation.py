@@ -96,6 +96,28 @@ def test_string_timestamps_are_parsed():
     assert pd.api.types.is_datetime64_any_dtype(validate_long_frame(df).frame["ds"])
 
 
+def test_two_date_formats_in_one_column_are_one_line_naming_them():
+    """Parsed value by value, 01/02 beside 2024-01-02 swapped day and month for some rows, which
+    came out as hundreds of duplicate (id, time) pairs."""
+    df = frame(length=4)
+    df["ds"] = df["ds"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    df.loc[[0, 1], "ds"] = ["01/01/2024 00:00", "01/01/2024 01:00"]
+    with pytest.raises(DataValidationError) as err:
+        validate_long_frame(df)
+    assert str(err.value) == (
+        "time column 'ds' mixes 2 formats: '99/99/9999 99:99' (row 0: '01/01/2024 00:00'), "
+        "'9999-99-99 99:99:99' (row 2: '2024-01-01 02:00:00'); write every time stamp in one format "
+        "(ISO 8601: 2024-01-31 13:00:00)"
+    )
+
+
+def test_iso_dates_with_and_without_times_are_one_format():
+    df = frame(n_series=1, length=3, freq="D")
+    df["ds"] = ["2024-01-01", "2024-01-02T00:00", "2024-01-03 00:00:00"]
+    out = validate_long_frame(df, freq="D").frame
+    assert list(out["ds"]) == list(pd.date_range("2024-01-01", periods=3, freq="D"))
+
+
 def test_integer_steps():
     df = frame()
     df["ds"] = np.tile(np.arange(10), 2)
