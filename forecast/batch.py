@@ -34,7 +34,7 @@ from forecast.errors import (
 )
 from forecast.forecaster import Forecaster, Runtime
 from forecast.tracking import pyfunc as pyfunc_loader
-from forecast.tracking.store import use_store
+from forecast.tracking.store import require_store, use_store
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,7 @@ def _retrying(model_uri: str, retry: LoadRetry, once: Callable[[], T]) -> T:
     """`once()`, retried while the server is unreachable; MLflow's errors as our one-line ones."""
     from mlflow.exceptions import MlflowException
 
+    require_store(model_uri)
     attempts = retry.retries + 1
     started = time.monotonic()
     for attempt in range(1, attempts + 1):
@@ -249,7 +250,10 @@ def _retrying(model_uri: str, retry: LoadRetry, once: Callable[[], T]) -> T:
             reason = _unreachable(err, retry.timeout_s)
             if reason is None:
                 if isinstance(err, MlflowException) and err.error_code in _NOT_FOUND:
-                    raise ModelNotFoundError(f"model not found: {model_uri} ({one_line(err)})") from err
+                    store = server_name(mlflow.get_tracking_uri())
+                    raise ModelNotFoundError(
+                        f"model not found: {model_uri} ({one_line(err)}) in the MLflow store {store}"
+                    ) from err
                 raise
             server = server_name(mlflow.get_tracking_uri())
             if attempt == attempts:

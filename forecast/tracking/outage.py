@@ -60,10 +60,10 @@ def is_remote(uri: str | None) -> bool:
 def server_name(uri: str) -> str:
     """The URI without a user:password part, safe to print."""
     parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        parts = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
-    return urlunsplit(parts)
+    if not (parts.username or parts.password):
+        return uri  # as given: a round trip would turn sqlite:////abs/path into sqlite://abs/path
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 @contextmanager

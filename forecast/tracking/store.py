@@ -57,6 +57,22 @@ def use_store(root_dir: str | Path) -> str:
     return uri
 
 
+def require_store(model_uri: str) -> None:
+    """A model named by the registry or a run lives in a store: refuse a local one that does not
+    exist, before MLflow creates it empty and answers "not found" (a job run from another folder)."""
+    uri = mlflow.get_tracking_uri()
+    if not model_uri.startswith(("models:/", "runs:/")) or not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        from forecast.errors import ModelNotFoundError
+
+        raise ModelNotFoundError(
+            f"model not found: {model_uri}: there is no MLflow store at {path}; run the job from the "
+            "folder the model was trained in, or set MLFLOW_TRACKING_URI to its store"
+        )
+
+
 def ensure_experiment(name: str, root_dir: str | Path) -> str:
     """Experiment id for `name`, created with a local artifact folder when the store is local."""
     uri = use_store(root_dir)
