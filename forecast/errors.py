@@ -34,6 +34,54 @@ class NoHistoryError(DataValidationError):
     """No row of the input is at or before `as_of` (a date before the history starts)."""
 
 
+class MissingFutureError(DataValidationError):
+    """Series without future-known values over the whole horizon: how many in all, a few named.
+
+    Kept structured so that a streamed forecast can add up its chunks (one message with the
+    total, not the first chunk's count) and say which `as_of` cut the input.
+    """
+
+    def __init__(
+        self, count: int, named: list[str], where: str, columns: list[str], horizon: int, target: str
+    ):
+        self.count, self.named, self.where = count, named, where
+        self.columns, self.horizon, self.target = columns, horizon, target
+        self.note = ""
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        shown = self.named[:5]  # a message's worth of series, not one per series
+        others = f"; and {self.count - len(shown)} more series" if self.count > len(shown) else ""
+        H = self.horizon
+        return (
+            f"{self.count} series lack future values of {self.columns} for the full horizon of {H} "
+            f"steps ({self.where}{self.note}): {'; '.join(shown)}{others}. Give every series its next "
+            f"{H} rows with these columns (target {self.target!r} empty) in the input, or in "
+            "future=PATH; nothing was written"
+        )
+
+    def plus(self, other: MissingFutureError) -> MissingFutureError:
+        """Both chunks' series in one error: the total count, the first few named."""
+        merged = MissingFutureError(
+            self.count + other.count,
+            self.named + other.named,
+            self.where,
+            self.columns,
+            self.horizon,
+            self.target,
+        )
+        return merged
+
+    def cut_at(self, as_of_label: str) -> MissingFutureError:
+        """The same error, saying that `as_of` cut each series' history (so its horizon starts there)."""
+        noted = MissingFutureError(
+            self.count, self.named, self.where, self.columns, self.horizon, self.target
+        )
+        noted.note = f"; as_of={as_of_label} cut the input there, so the horizon starts after it"
+        noted.args = (noted._text(),)
+        return noted
+
+
 class InputFileError(DataValidationError):
     """An input path that is missing, empty, a directory of nothing, truncated or unreadable."""
 

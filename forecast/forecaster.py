@@ -27,7 +27,7 @@ from forecast.data.validation import (
     _plain,
     validate_long_frame,
 )
-from forecast.errors import ConfigError, ModelNotFoundError, NonFiniteError
+from forecast.errors import ConfigError, MissingFutureError, ModelNotFoundError, NonFiniteError
 from forecast.intervals import INTERVALS, ConformalIntervals
 from forecast.models import distributions
 from forecast.models.inputs import input_keys
@@ -626,14 +626,14 @@ class Forecaster:
         where: str,
         found: np.ndarray | None = None,
         show: int = 5,
-    ) -> DataValidationError:
+    ) -> MissingFutureError:
         """The error for series without future values over the whole horizon: which, and when."""
         H, c = self.settings.horizon, self.columns
         stamps = expected.reshape(len(ids), H)
         if found is None:
             found = np.arange(H)[None, :] < available[:, None]  # (n, H): the first `available` steps
         named = []
-        for i in np.flatnonzero(short)[:show]:  # a message's worth of series, not one per series
+        for i in np.flatnonzero(short)[:show]:  # the message names a few; the count is of all
             missing = stamps[i][~found[i]]
             listed = ", ".join(
                 str(pd.Timestamp(t)) if np.issubdtype(stamps.dtype, np.datetime64) else str(t)
@@ -641,13 +641,8 @@ class Forecaster:
             )
             more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
             named.append(f"{repr(_plain(ids[i]))} at {listed}{more}")
-        others = f"; and {int(short.sum()) - show} more series" if short.sum() > show else ""
         futr = self.covariate_columns["futr"]
-        return DataValidationError(
-            f"{int(short.sum())} series lack future values of {futr} for the full horizon of {H} steps "
-            f"({where}): {'; '.join(named)}{others}. Give every series its next {H} rows with these "
-            f"columns (target {c.target_col!r} empty) in the input, or in future=PATH; nothing was written"
-        )
+        return MissingFutureError(int(short.sum()), named, where, futr, H, c.target_col)
 
     def scaled_windows(self, block: SeriesBlock) -> ScaledWindows:
         """The last `input_size` values of every series, scaled: known series by the training

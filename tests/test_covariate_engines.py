@@ -17,6 +17,7 @@ from forecast.asof import AsOf
 from forecast.data.validation import DataValidationError
 from forecast.engines.local import forecast_file
 from forecast.engines.onnx import onnx_export_available
+from forecast.errors import MissingFutureError
 from forecast.forecaster import Forecaster
 from forecast.tracking import ensure_experiment, log_forecaster, register
 
@@ -83,7 +84,10 @@ def test_missing_future_rows_write_nothing(data, model, tmp_path):
     out.write_bytes(b"yesterday's forecast")
     short = future[~((future.unique_id == "s5") & (future.ds == future.ds.max()))]
     with_future_rows(history, short).to_parquet(tmp_path / "in.parquet", index=False)
-    with pytest.raises(DataValidationError, match=r"'s5' at 2024-01-03 03:00:00\. Give .* \[in input rows"):
+    # Counted over the whole input (chunks of 25 rows), so no chunk's row range.
+    with pytest.raises(
+        DataValidationError, match=r"^1 series .*'s5' at 2024-01-03 03:00:00\. Give .*written$"
+    ):
         forecast_file(forecaster, tmp_path / "in.parquet", out, chunk_rows=25, progress="none")
     history.to_parquet(tmp_path / "history.parquet", index=False)
     short.to_parquet(tmp_path / "future.parquet", index=False)
@@ -114,6 +118,29 @@ def test_as_of_keeps_later_rows_as_future_rows(data, model, tmp_path):
     )
     assert summary.dropped == 7 * (60 - CUT)
     assert_close(pd.read_parquet(tmp_path / "out.parquet"), forecaster.predict(history, future=future))
+
+
+def test_a_streamed_forecast_counts_every_chunks_series_and_names_as_of(data, model, tmp_path):
+    """Read a series at a time, every series lacks future values: the message gives all 7 (not the
+    first chunk's 1) and says that as_of cut the input."""
+    frame, _, _ = data
+    forecaster, _ = model
+    within = frame.groupby("unique_id").cumcount()
+    frame[within < CUT + 2].to_parquet(tmp_path / "all.parquet", index=False)  # 2 rows after as_of, H = 4
+    with pytest.raises(MissingFutureError) as err:
+        forecast_file(
+            forecaster,
+            tmp_path / "all.parquet",
+            tmp_path / "out.parquet",
+            chunk_rows=CUT + 2,
+            progress="none",
+            as_of=AsOf(date(2024, 1, 2)),
+        )
+    message = str(err.value)
+    assert message.startswith(f"7 series lack future values of {FUTR} for the full horizon of {H} steps")
+    assert "as_of=2024-01-02 cut the input there" in message and "; and 2 more series" in message
+    assert "in input rows" not in message  # a count over the whole input, not a chunk's rows
+    assert not (tmp_path / "out.parquet").exists()
 
 
 def test_pyfunc_takes_one_long_table(data, model, isolated_mlflow, tmp_path):

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from forecast.data.calendar import fixed_step
 from forecast.data.io import read_table
 from forecast.data.validation import DataValidationError
+from forecast.errors import MissingFutureError
 from forecast.forecaster import Forecaster, SeriesBlock, run_starts
 
 
@@ -114,6 +115,8 @@ def _covariate_block(
         ahead = future.for_ids(pd.unique(frame[forecaster.columns.id_col]))
     try:
         block = forecaster.covariate_block(frame, ahead)
+    except MissingFutureError:
+        raise  # the streamed forecast adds up the chunks' counts: no row range
     except DataValidationError as err:
         raise _where(err, first_row, table.num_rows) from err
     return block.take(_input_order(block, frame, forecaster))

@@ -43,7 +43,7 @@ from forecast.data.io import (
 from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_stale
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import FutureRows, chunk_block
-from forecast.errors import ConfigError, NoHistoryError, NonFiniteError
+from forecast.errors import ConfigError, MissingFutureError, NoHistoryError, NonFiniteError
 from forecast.forecaster import Forecaster, ScaledWindows, log_padded
 
 log = logging.getLogger(__name__)
@@ -385,6 +385,10 @@ def forecast_file(
         reason = str(err)
     except NoHistoryError:
         raise
+    except MissingFutureError as err:
+        if as_of is not None and as_of.value is not None:
+            raise err.cut_at(as_of.label) from None
+        raise
     except DataValidationError:
         # A series split across chunks looks short or gappy: only an error if it is not that.
         if is_grouped(input_path, c, chunk_rows):
@@ -434,6 +438,7 @@ def _stream(
     seen: set = set()  # ids of the series done: one that comes back means the input is not grouped
     pending: list[ScaledWindows] = []
     pending_rows = series = rows = chunks = unseen = padded = 0
+    lacking: MissingFutureError | None = None  # series without future values, over all chunks
     bar = Progress(total_rows, progress)
 
     def flush() -> None:
@@ -453,7 +458,11 @@ def _stream(
     with AtomicParquetWriter(output_path, metadata) as writer:
         try:
             for table, first_row in whole_series(tables, forecaster.columns.id_col):
-                block = chunk_block(table, forecaster, first_row, future)
+                try:
+                    block = chunk_block(table, forecaster, first_row, future)
+                except MissingFutureError as err:  # go on counting: the error names the total
+                    lacking = err if lacking is None else lacking.plus(err)
+                    continue
                 ids = block.ids.tolist()
                 if not seen.isdisjoint(ids):
                     again = next(i for i in ids if i in seen)
@@ -463,8 +472,10 @@ def _stream(
                 pending_rows += table.num_rows
                 rows += table.num_rows
                 chunks += 1
-                if sum(len(p) for p in pending) >= batch_size:
-                    flush()
+                if lacking is None and sum(len(p) for p in pending) >= batch_size:
+                    flush()  # (once a chunk lacks future values, the rest is only checked)
+            if lacking is not None:
+                raise lacking
             if pending:
                 flush()
         except BaseException:
