@@ -43,7 +43,7 @@ from forecast.batch import (
     pin_model,
 )
 from forecast.cli import one_line
-from forecast.data.staging import prepare_output
+from forecast.data.staging import output_lock, prepare_output
 from forecast.engines.local import ProgressMode
 from forecast.errors import ConfigError
 from forecast.forecaster import Runtime
@@ -204,50 +204,52 @@ def run_scheduled_forecast(
     use_store(root_dir)
     prepare_output(target, folder=engine == "ray")  # before the registry is asked: exit 7 at once
     ref = pin_model(model_uri, retry)
-    if not overwrite and already_done(target, cut, ref, input_path):
-        log.info(
-            "already done: %s (as_of=%s, %s); overwrite=true to redo",
-            target,
-            cut.label,
-            f"model version {ref.version}" if ref.version else f"model {ref.uri}",
-        )
-        return None
-    absolute = Path(os.path.abspath(target))
-    params = {
-        "model_uri": model_uri,
-        "model_version": ref.version or "-",
-        "input": os.path.abspath(input_path),
-        "output": str(absolute),
-        "engine": engine,
-    }
-    if future is not None:  # only then: runs of forecasts without one keep their params
-        params["future"] = os.path.abspath(future)
-    tags = {"as_of": cut.label, "model_version": ref.version or "-", "model_name": ref.name or "-"}
-    name = f"{ref.name or 'batch'} v{ref.version or '-'} as_of={cut.label}"
-    experiment_id = ensure_experiment(experiment, root_dir)
-    key = batch_key(ref, cut, absolute) if cut.value is not None else None
-    run = open_run(experiment_id, key, params, tags, name)
-    log.info("MLflow run %s (%s) for as_of=%s", run.run_id, "reused" if run.reused else "new", cut.label)
-    try:
-        result = forecast_batch(
-            ref.pinned_uri,  # the version pinned above, whatever the alias says by now
-            input_path,
-            str(target),
-            root_dir,
-            batch_size,
-            engine=engine,
-            runtime=runtime,
-            chunk_rows=chunk_rows,
-            progress=progress,
-            ray=ray,
-            retry=retry,
-            as_of=cut,
-            metadata={"forecast.uri": model_uri, "forecast.input": params["input"]},
-            future=future,
-        )
-    except BaseException as err:
-        fail_run(run.run_id, err)
-        raise
-    close_run(run.run_id, result)
-    log.info("forecast as_of=%s written to %s (MLflow run %s)", cut.label, result.output, run.run_id)
-    return result
+    # One run at a time per output (and so per as_of): a twin started together waits, then finds it done.
+    with output_lock(target):
+        if not overwrite and already_done(target, cut, ref, input_path):
+            log.info(
+                "already done: %s (as_of=%s, %s); overwrite=true to redo",
+                target,
+                cut.label,
+                f"model version {ref.version}" if ref.version else f"model {ref.uri}",
+            )
+            return None
+        absolute = Path(os.path.abspath(target))
+        params = {
+            "model_uri": model_uri,
+            "model_version": ref.version or "-",
+            "input": os.path.abspath(input_path),
+            "output": str(absolute),
+            "engine": engine,
+        }
+        if future is not None:  # only then: runs of forecasts without one keep their params
+            params["future"] = os.path.abspath(future)
+        tags = {"as_of": cut.label, "model_version": ref.version or "-", "model_name": ref.name or "-"}
+        name = f"{ref.name or 'batch'} v{ref.version or '-'} as_of={cut.label}"
+        experiment_id = ensure_experiment(experiment, root_dir)
+        key = batch_key(ref, cut, absolute) if cut.value is not None else None
+        run = open_run(experiment_id, key, params, tags, name)
+        log.info("MLflow run %s (%s) for as_of=%s", run.run_id, "reused" if run.reused else "new", cut.label)
+        try:
+            result = forecast_batch(
+                ref.pinned_uri,  # the version pinned above, whatever the alias says by now
+                input_path,
+                str(target),
+                root_dir,
+                batch_size,
+                engine=engine,
+                runtime=runtime,
+                chunk_rows=chunk_rows,
+                progress=progress,
+                ray=ray,
+                retry=retry,
+                as_of=cut,
+                metadata={"forecast.uri": model_uri, "forecast.input": params["input"]},
+                future=future,
+            )
+        except BaseException as err:
+            fail_run(run.run_id, err)
+            raise
+        close_run(run.run_id, result)
+        log.info("forecast as_of=%s written to %s (MLflow run %s)", cut.label, result.output, run.run_id)
+        return result

@@ -6,6 +6,7 @@ the history with exit 4."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -325,3 +326,42 @@ def test_the_ray_engine_cuts_partitions_and_is_done_once(work, store, monkeypatc
     assert early.code == 4, early.stderr[-3000:]
     assert "no history at or before as_of=2023-12-31" in early.last_line
     assert "2024-01-01 00:00:00" in early.last_line
+
+
+def test_two_runs_started_together_do_the_work_once(work, store, monkeypatch):
+    """A scheduler that fires twice at the same instant: the second waits on the output's lock,
+    then finds it done; one forecast, one MLflow run, no lock file left."""
+    import threading
+
+    import forecast.schedule as schedule
+
+    real, calls, entered = schedule.forecast_batch, [], threading.Event()
+
+    def slow_forecast(*args, **kwargs):
+        calls.append(args[2])
+        entered.set()
+        time.sleep(1.0)  # the twin arrives while this one holds the lock
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(schedule, "forecast_batch", slow_forecast)
+    monkeypatch.chdir(work)
+    results: list = []
+
+    def run() -> None:
+        results.append(
+            schedule.run_scheduled_forecast(
+                MODEL, "history.parquet", TEMPLATE, str(work), as_of="2024-01-02", progress="none"
+            )
+        )
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert entered.wait(60)
+    second = threading.Thread(target=run)
+    second.start()
+    first.join(120)
+    second.join(120)
+    assert len(calls) == 1 and sorted(r is None for r in results) == [False, True]
+    target = work / "forecasts" / "as_of=2024-01-02" / "forecast.parquet"
+    assert len(runs_for(store, target)) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["forecast.parquet"]

@@ -23,6 +23,8 @@ import re
 import secrets
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 
@@ -208,4 +210,37 @@ def _fsync(path: Path) -> None:
     try:
         os.fsync(fd)
     finally:
+        os.close(fd)
+
+
+@contextmanager
+def output_lock(target: str | os.PathLike) -> Iterator[None]:
+    """Hold `.<name>.lock` beside `target` while a run makes it: an identical run started at the
+    same instant waits here, then finds the output done. The file goes when released; a waiter
+    that wakes on a lock file unlinked meanwhile takes the new one (an fcntl lock, POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, as before
+        yield
+        return
+    target = Path(target)
+    lock = target.parent / f".{target.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another run is making %s; waiting for it to finish", target)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed this one on release: take the current file
+    try:
+        yield
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(lock)
         os.close(fd)
