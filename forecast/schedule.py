@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,8 +205,9 @@ def run_scheduled_forecast(
     use_store(root_dir)
     prepare_output(target, folder=engine == "ray")  # before the registry is asked: exit 7 at once
     ref = pin_model(model_uri, retry)
-    # One run at a time per output (and so per as_of): a twin started together waits, then finds it done.
-    with output_lock(target):
+    # One run at a time per output (and so per as_of): a twin started together waits, then finds
+    # it done. overwrite=true asks for the work whatever was done: no lock, the last rename wins.
+    with output_lock(target) if not overwrite else nullcontext():
         if not overwrite and already_done(target, cut, ref, input_path):
             log.info(
                 "already done: %s (as_of=%s, %s); overwrite=true to redo",
