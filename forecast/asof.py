@@ -223,15 +223,19 @@ class HistoryCut:
     # the log line's words for the rows after as_of
     later = "dropped %d later row(s)"
 
-    def __init__(self, as_of: AsOf | None, time_col: str, source: object):
+    def __init__(self, as_of: AsOf | None, time_col: str, source: object, id_col: str | None = None):
         self.as_of = as_of or AsOf(None)
-        self.time_col, self.source = time_col, source
+        self.time_col, self.source, self.id_col = time_col, source, id_col
         self.kept = self.dropped = 0
+        self.cut_series: set = set()  # ids with rows after as_of (when id_col is given)
         self._first: object = None
 
     def _cut(self, table: pa.Table) -> tuple[pa.Table, int]:
         """(what goes on, how many rows of history it keeps): the rows at or before `as_of`."""
         kept = self.as_of.keep(table, self.time_col)
+        if self.id_col is not None and kept.num_rows < table.num_rows:
+            later = table.filter(pa.array(self.as_of.after(table, self.time_col)))
+            self.cut_series.update(pc.unique(later.column(self.id_col)).to_pylist())
         return kept, kept.num_rows
 
     def tables(self, tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
@@ -255,6 +259,14 @@ class HistoryCut:
                 self.kept,
                 self.as_of.describe(self.time_col),
                 self.dropped,
+            )
+        if self.cut_series:  # no silent cut: these series are forecast from a shortened history
+            log.warning(
+                "as_of=%s cut %d later row(s) of %d series: they are forecast from their history up to "
+                "as_of, not from the end of the input; give as_of=null to forecast from the end",
+                self.as_of.label,
+                self.dropped,
+                len(self.cut_series),
             )
 
 

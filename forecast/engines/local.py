@@ -375,7 +375,7 @@ def forecast_file(
     def history_cut() -> HistoryCut | FutureCut:
         if enc is not None and enc.needs_future and ahead is None:
             return FutureCut(as_of, c.time_col, c.target_col, input_path)
-        return HistoryCut(as_of, c.time_col, input_path)
+        return HistoryCut(as_of, c.time_col, input_path, id_col=c.id_col)
 
     cut = history_cut()
     try:
