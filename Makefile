@@ -12,7 +12,7 @@ MODEL_NAME ?= forecast-lstm
 AS_OF ?= today
 OVERWRITE ?= false
 # make test: pytest-xdist workers, a module per worker at a time (TEST_WORKERS= runs in one process)
-TEST_WORKERS ?= -n 2 --dist loadgroup
+TEST_WORKERS ?= -n 2 --dist loadfile
 # make serve: the scoring server's port (make ui takes 5000)
 SERVE_PORT ?= 5001
 

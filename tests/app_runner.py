@@ -4,6 +4,7 @@ of cases, and a subprocess per case would spend most of its time importing torch
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ def run_inprocess(script: str, args: list[str], cwd: Path, monkeypatch, capsys) 
     monkeypatch.delenv("FORECAST_DEBUG", raising=False)
     capsys.readouterr()
     code = 0
+    environ = dict(os.environ)  # what the run sets (MLflow's HTTP limits, PL_GLOBAL_SEED) ends with it
     try:
         # As `python pipelines/<script>`: its `__main__` block calls run_app(main).
         runpy.run_path(str(ROOT / "pipelines" / script), run_name="__main__")
@@ -43,5 +45,7 @@ def run_inprocess(script: str, args: list[str], cwd: Path, monkeypatch, capsys) 
         from hydra.core.global_hydra import GlobalHydra
 
         GlobalHydra.instance().clear()
+        os.environ.clear()
+        os.environ.update(environ)
     captured = capsys.readouterr()
     return AppResult(code, captured.err, captured.out)

@@ -26,15 +26,6 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under `pytest -n` (`--dist loadgroup`) a module runs whole on one worker, so its
-    module-scoped fixtures (a trained model, a registered store) are built once, not per worker.
-    A test already in an `xdist_group` keeps its group."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture
 def tiny_frame() -> pd.DataFrame:
     """6 hourly series of 200 steps."""
@@ -94,4 +85,4 @@ def mlflow_server(tmp_path_factory):
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     server.start()
     yield server
-    server.stop()
+    server.kill()  # a throwaway store: no need to wait for a polite shutdown

@@ -87,10 +87,14 @@ def test_as_of_cuts_at_the_end_of_the_day_and_names_the_partition(work, store, m
     assert len(got) == 3 * H
     assert pq.read_schema(out).metadata[b"forecast.as_of"] == b"2024-01-02"
     # No silent cut: the rows after as_of, and their series, are a WARNING.
-    assert "WARNING" in result.stdout and (
-        "as_of=2024-01-02 cut 96 later row(s) of 3 series: they are forecast from their history up to "
-        "as_of, not from the end of the input; give as_of=null to forecast from the end"
-    ) in result.stdout
+    assert (
+        "WARNING" in result.stdout
+        and (
+            "as_of=2024-01-02 cut 96 later row(s) of 3 series: they are forecast from their history up to "
+            "as_of, not from the end of the input; give as_of=null to forecast from the end"
+        )
+        in result.stdout
+    )
     # The same forecast as the history cut by hand, forecast with no cut at all.
     frame = history()
     frame[frame["ds"] < "2024-01-03"].to_parquet(work / "cut.parquet", index=False)
