@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
+from app_runner import AppResult, run_inprocess
 from mlflow import MlflowClient
-from pipeline_helpers import TINY_TRAIN, run_pipeline
+from pipeline_helpers import TINY_TRAIN
 from server_helpers import ADMIN_PASSWORD, MlflowServer
 
 from forecast.data import synthetic_long
@@ -31,40 +34,45 @@ def server(tmp_path_factory) -> Iterator[MlflowServer]:
     """A basic-auth server with one ordinary user (not an admin) besides its admin."""
     srv = MlflowServer(tmp_path_factory.mktemp("auth-server"), auth=True)
     srv.start()
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        mp.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         from mlflow.server import get_app_client
 
         get_app_client("basic-auth", tracking_uri=srv.url).create_user(USER, PASSWORD)
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     yield srv
-    srv.stop()
+    srv.kill()  # nothing on it is needed any more: no polite shutdown to wait for
 
 
-def _env(base: dict, url: str, password: str) -> dict:
-    return {
-        **base,
-        "MLFLOW_TRACKING_URI": url,
-        "MLFLOW_TRACKING_USERNAME": USER,
-        "MLFLOW_TRACKING_PASSWORD": password,
-    }
+def _run(
+    script: str, args: list[str], url: str, password: str, tmp_path: Path, monkeypatch, capsys
+) -> AppResult:
+    """`python pipelines/<script> ARGS` in process, as USER with `password` on the server at `url`.
+
+    What the run sets for the rest of its process (MLflow's HTTP retries and timeout, Lightning's
+    seed) is undone afterwards, as the end of a process would.
+    """
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    saved = dict(os.environ)
+    try:
+        return run_inprocess(script, args, tmp_path, monkeypatch, capsys)
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+        mlflow.set_tracking_uri(None)
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def test_train_register_and_forecast_with_credentials(server, tmp_path, subprocess_env, monkeypatch):
+def test_train_register_and_forecast_with_credentials(server, tmp_path, monkeypatch, capsys):
     synthetic_long(n_series=4, length=150, seed=5).to_parquet(tmp_path / "history.parquet")
-    env = _env(subprocess_env, server.url, PASSWORD)
     train = [*TINY_TRAIN, "data.path=history.parquet", "register=true", "registry.name=secured"]
-    run_pipeline("train.py", train, tmp_path, env)
+    result = _run("train.py", train, server.url, PASSWORD, tmp_path, monkeypatch, capsys)
+    assert result.code == 0, result.stderr[-5000:]
     forecast = ["model_uri=models:/secured@champion", "input=history.parquet", "output=forecast.parquet"]
-    run_pipeline("batch_forecast.py", forecast, tmp_path, env)
+    result = _run("batch_forecast.py", forecast, server.url, PASSWORD, tmp_path, monkeypatch, capsys)
+    assert result.code == 0, result.stderr[-5000:]
 
     assert len(pd.read_parquet(tmp_path / "forecast.parquet")) == 4 * 6
     assert not (tmp_path / "mlflow.db").exists()
@@ -90,26 +98,25 @@ def test_no_credentials_are_named_in_the_check(server, monkeypatch):
     )
 
 
-def test_wrong_password_fails_training_with_one_line(server, tmp_path, subprocess_env):
+def test_wrong_password_fails_training_with_one_line(server, tmp_path, monkeypatch, capsys):
     synthetic_long(n_series=4, length=150, seed=5).to_parquet(tmp_path / "history.parquet")
-    env = _env(subprocess_env, server.url, "not-the-password")
-    proc = run_pipeline("train.py", [*TINY_TRAIN, "data.path=history.parquet"], tmp_path, env, check=False)
-    assert proc.returncode == 6, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    assert _last_line(proc.stderr) == (
+    args = [*TINY_TRAIN, "data.path=history.parquet"]
+    result = _run("train.py", args, server.url, "not-the-password", tmp_path, monkeypatch, capsys)
+    assert result.code == 6, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.last_line == (
         f"error: MLflow tracking server {server.url} rejected the credentials of user '{USER}' (HTTP 401): "
         "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
     )
     assert not list(tmp_path.glob("mlflow*.db"))
 
 
-def test_wrong_password_fails_the_batch_forecast_with_one_line(server, tmp_path, subprocess_env):
+def test_wrong_password_fails_the_batch_forecast_with_one_line(server, tmp_path, monkeypatch, capsys):
     synthetic_long(n_series=4, length=150, seed=5).to_parquet(tmp_path / "history.parquet")
-    env = _env(subprocess_env, server.url, "not-the-password")
     args = ["model_uri=models:/secured@champion", "input=history.parquet", "output=forecast.parquet"]
-    proc = run_pipeline("batch_forecast.py", args, tmp_path, env, check=False)
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.returncode == 6
-    line = _last_line(proc.stderr)
+    result = _run("batch_forecast.py", args, server.url, "not-the-password", tmp_path, monkeypatch, capsys)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.code == 6
+    line = result.last_line
     assert line.startswith("error: ") and "MLFLOW_TRACKING_PASSWORD" in line and server.url in line
     assert not (tmp_path / "forecast.parquet").exists()

@@ -7,17 +7,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
-import mlflow
 import pandas as pd
 import pytest
 import torch
 from pipeline_helpers import ROOT, register_forecaster
+from server_helpers import free_port
 
 from forecast.batch import run_batch_forecast
 from forecast.data import SeriesDataModule, synthetic_long
@@ -30,33 +29,23 @@ L, H = 24, 6
 MAKE = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 @pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "mlflow").exists(), reason="make serve runs .venv's mlflow")
-def test_make_serve_answers_with_the_batch_forecast(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    try:
-        torch.manual_seed(0)
-        history = synthetic_long(n_series=3, length=60, seed=4)
-        dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
-        dm.setup()
-        net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6)
-        model_uri = register_forecaster(build_forecaster(net, dm), history, "served", tmp_path, L)
-        history.to_parquet(tmp_path / "history.parquet", index=False)
-        out = run_batch_forecast(model_uri, str(tmp_path / "history.parquet"), str(tmp_path / "b.parquet"))
-        expected = pd.read_parquet(out)
-    finally:
-        mlflow.set_tracking_uri(None)
+def test_make_serve_answers_with_the_batch_forecast(tmp_path, isolated_mlflow):
+    uri = isolated_mlflow
+    torch.manual_seed(0)
+    history = synthetic_long(n_series=3, length=60, seed=4)
+    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
+    dm.setup()
+    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6)
+    model_uri = register_forecaster(build_forecaster(net, dm), history, "served", tmp_path, L)
+    history.to_parquet(tmp_path / "history.parquet", index=False)
+    out = run_batch_forecast(model_uri, str(tmp_path / "history.parquet"), str(tmp_path / "b.parquet"))
+    expected = pd.read_parquet(out)
     venv_bin = str(ROOT / ".venv" / "bin")
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*MAKE, "serve", "MODEL_NAME=served", f"SERVE_PORT={port}"],
         env=env,

@@ -1,12 +1,12 @@
 """MLflow's own clients on a registered model: `mlflow models predict` (CSV and JSON) and
 `mlflow models serve` (text/csv and JSON requests) give the batch pipeline's forecasts, and a bad
-request gets the model's one-line message with HTTP 400."""
+request gets the model's one-line message with HTTP 400. The console script runs once per command;
+the JSON `predict` runs the same command (`mlflow.cli`) in process."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +18,11 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
+from click.testing import CliRunner
+from mlflow.cli import cli
 from pipeline_helpers import register_forecaster
+from server_helpers import free_port
+from stores import new_store
 
 from forecast.batch import run_batch_forecast
 from forecast.data import SeriesDataModule, synthetic_long
@@ -30,17 +34,11 @@ L, H = 24, 6
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A registered tiny model, the batch pipeline's forecast of `history`, and the env to reach it."""
     root = tmp_path_factory.mktemp("clients")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     mlflow.set_tracking_uri(uri)
     torch.manual_seed(0)
     history = synthetic_long(n_series=3, length=60, seed=4)
@@ -81,12 +79,16 @@ def test_mlflow_models_predict_gives_the_batch_forecast(served, kind):
         frame = history.assign(ds=history["ds"].dt.strftime("%Y-%m-%d %H:%M:%S"))
         source.write_text(json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False)}))
     out = root / f"predict-{kind}.json"
-    proc = subprocess.run(
-        [str(BIN / "mlflow"), "models", "predict", "-m", model_uri, "-i", str(source), "-t", kind,
-         "-o", str(out), "--env-manager", "local"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    command = ["models", "predict", "-m", model_uri, "-i", str(source), "-t", kind, "-o", str(out),
+               "--env-manager", "local"]  # fmt: skip
+    if kind == "csv":  # the console script, as a user runs it
+        proc = subprocess.run(
+            [str(BIN / "mlflow"), *command], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    else:  # the console script's own entry point in process (its tracking URI: the fixture's)
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 0, f"{result.output[-3000:]}\n{result.exception!r}"
     _same(_frame(json.loads(out.read_text())["predictions"]), expected)
 
 
@@ -103,7 +105,7 @@ def _post(port: int, body: bytes, content_type: str) -> tuple[int, dict]:
 
 def test_mlflow_models_serve_answers_csv_and_json_and_explains_bad_input(served):
     root, model_uri, history, expected, env = served
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "-h", "127.0.0.1", "-p", str(port),
          "--env-manager", "local", "-w", "1"],

@@ -3,86 +3,55 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+from app_runner import AppResult, run_inprocess
 from mlflow import MlflowClient
-from pipeline_helpers import TINY_TRAIN, run_pipeline
+from pipeline_helpers import TINY_TRAIN
 
 from forecast.data import synthetic_long
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+NAME = "served-through-a-server"  # the session's server is shared: its own experiment and model
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`mlflow server` on 127.0.0.1 with its own SQLite store and artifact folder."""
-    home = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin), "server",
-            "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
-            "--artifacts-destination", str(home / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        cwd=home,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"mlflow server did not start:\n{proc.stdout.read().decode()[-3000:]}")
-        time.sleep(0.5)
-    yield url, home
-    proc.terminate()
+def _run(script: str, args: list[str], url: str, tmp_path: Path, monkeypatch, capsys) -> AppResult:
+    """`python pipelines/<script> ARGS` in process with MLFLOW_TRACKING_URI=url.
+
+    What the run sets for the rest of its process (MLflow's HTTP retries and timeout, Lightning's
+    seed) is undone afterwards, as the end of a process would.
+    """
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    saved = dict(os.environ)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        return run_inprocess(script, args, tmp_path, monkeypatch, capsys)
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+        mlflow.set_tracking_uri(None)
 
 
-def test_train_register_and_forecast_through_a_server(server, tmp_path):
-    url, home = server
+def test_train_register_and_forecast_through_a_server(mlflow_server, tmp_path, monkeypatch, capsys):
+    url, home = mlflow_server.url, mlflow_server.home
     synthetic_long(n_series=4, length=150, seed=5).to_parquet(tmp_path / "history.parquet")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": url}
-    run_pipeline(
-        "train.py",
-        [*TINY_TRAIN, "data.path=history.parquet", "register=true", "registry.name=served"],
-        tmp_path,
-        env,
-    )
-    args = ["model_uri=models:/served@champion", "input=history.parquet", "output=forecast.parquet"]
-    run_pipeline("batch_forecast.py", args, tmp_path, env)
+    train = [*TINY_TRAIN, "data.path=history.parquet", "register=true", f"registry.name={NAME}"]
+    result = _run("train.py", [*train, f"logger.experiment_name={NAME}"], url, tmp_path, monkeypatch, capsys)
+    assert result.code == 0, result.stderr[-5000:]
+    args = [f"model_uri=models:/{NAME}@champion", "input=history.parquet", "output=forecast.parquet"]
+    result = _run("batch_forecast.py", args, url, tmp_path, monkeypatch, capsys)
+    assert result.code == 0, result.stderr[-5000:]
 
     assert not (tmp_path / "mlflow.db").exists(), "the local store must not be used when a server is set"
     assert len(pd.read_parquet(tmp_path / "forecast.parquet")) == 4 * 6
-    mlflow.set_tracking_uri(url)
-    client = MlflowClient()
-    version = client.get_model_version_by_alias("served", "champion")
+    client = MlflowClient(url)
+    version = client.get_model_version_by_alias(NAME, "champion")
     run = client.get_run(version.run_id)
     assert "test/mae" in run.data.metrics
-    assert any((home / "artifacts").rglob("weights.safetensors")), "artifacts went to the server's store"
+    # This experiment's artifacts, not another test's on the same server.
+    artifacts = home / "artifacts" / run.info.experiment_id
+    assert any(artifacts.rglob("weights.safetensors")), "artifacts went to the server's store"

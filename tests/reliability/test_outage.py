@@ -14,20 +14,22 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pytest
+from app_runner import AppResult, run_inprocess
 from mlflow import MlflowClient
-from pipeline_helpers import ROOT, TINY_TRAIN, run_pipeline
+from pipeline_helpers import TINY_TRAIN
 from server_helpers import MlflowServer, free_port
+from stores import new_store
 
+import forecast.tracking.store as tracking_store
 from forecast.data import synthetic_long
 from forecast.errors import TrackingUnavailableError
 from forecast.forecaster import Forecaster
@@ -46,11 +48,6 @@ def _hung_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 def _train_args(**overrides: object) -> list[str]:
     """TINY_TRAIN on history.parquet with `overrides` replacing its values."""
     keys = {k.replace("__", ".") for k in overrides}
@@ -60,6 +57,23 @@ def _train_args(**overrides: object) -> list[str]:
         "data.path=history.parquet",
         *(f"{k.replace('__', '.')}={v}" for k, v in overrides.items()),
     ]
+
+
+def _train(args: list[str], tracking_uri: str, tmp_path: Path, monkeypatch, capsys) -> AppResult:
+    """`python pipelines/train.py ARGS` from tmp_path with MLFLOW_TRACKING_URI=tracking_uri, in process.
+
+    What the run sets for the rest of its process (MLflow's HTTP retries and timeout, the offline
+    store's URI, Lightning's seed) is undone afterwards, as the end of a process would.
+    """
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    saved = dict(os.environ)
+    try:
+        return run_inprocess("train.py", args, tmp_path, monkeypatch, capsys)
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+        mlflow.set_tracking_uri(None)
 
 
 def _sync(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -85,7 +99,7 @@ def test_refused_server_fails_the_check_at_once():
 
 def test_hung_server_fails_the_check_after_the_short_timeouts(monkeypatch):
     # Scaled down from (5 s, 10 s): two health checks and a second's pause, about 21 s at most.
-    monkeypatch.setattr(outage, "HEALTH_TIMEOUT", (1.0, 1.0))
+    monkeypatch.setattr(outage, "HEALTH_TIMEOUT", (0.25, 0.25))
     with _hung_server() as uri:
         started = time.monotonic()
         with pytest.raises(TrackingUnavailableError, match="no answer in time; 2 attempts"):
@@ -102,7 +116,7 @@ def test_logger_holds_back_while_the_server_hangs_and_sends_it_when_back(tmp_pat
     """
     for name in (RETRIES_ENV, TIMEOUT_ENV):
         monkeypatch.delenv(name, raising=False)
-    store = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = MlflowClient(new_store(tmp_path / "mlflow.db"))
     experiment = store.create_experiment("outage", artifact_location=(tmp_path / "art").as_uri())
     run_id = store.create_run(experiment).info.run_id
     with _hung_server() as uri:
@@ -141,7 +155,7 @@ def test_upload_of_a_kept_model_with_non_finite_scores_fails_the_run(tmp_path, t
     from forecast.models import ForecastModule
     from forecast.training import build_forecaster
 
-    store_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store_uri = new_store(tmp_path / "mlflow.db")
     store = MlflowClient(store_uri)
     experiment = store.create_experiment("outage", artifact_location=(tmp_path / "art").as_uri())
     run_id = store.create_run(experiment).info.run_id
@@ -182,20 +196,18 @@ def test_upload_of_a_kept_model_with_non_finite_scores_fails_the_run(tmp_path, t
     assert not (tmp_path / "unpublished" / sync.UPLOADED_FILE).exists()
 
 
-@pytest.mark.slow
-def test_training_with_the_server_down_fails_within_30_s(tmp_path, subprocess_env):
+def test_training_with_the_server_down_fails_within_30_s(tmp_path, monkeypatch, capsys):
     HISTORY.to_parquet(tmp_path / "history.parquet")
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    proc = run_pipeline(
-        "train.py", _train_args(), tmp_path, {**subprocess_env, "MLFLOW_TRACKING_URI": url}, check=False
-    )
+    result = _train(_train_args(), url, tmp_path, monkeypatch, capsys)
     elapsed = time.monotonic() - started
-    assert proc.returncode == 6, proc.stderr[-3000:]
-    assert _last_line(proc.stderr).startswith(f"error: MLflow tracking server {url} is unreachable")
-    assert "logger.offline=true" in _last_line(proc.stderr)
-    assert "Traceback" not in proc.stderr
-    assert elapsed < 30, f"took {elapsed:.0f} s (all of it: imports, data, the check)"
+    assert result.code == 6, result.stderr[-3000:]
+    assert result.last_line.startswith(f"error: MLflow tracking server {url} is unreachable")
+    assert "logger.offline=true" in result.last_line
+    assert "Traceback" not in result.stderr
+    # In process: the config, the data and the check, not the imports (the same with the server up).
+    assert elapsed < 30, f"took {elapsed:.0f} s (the config, the data, the check)"
     assert not list(tmp_path.glob("mlflow*.db")), "no local store is made up when the server is down"
 
 
@@ -204,20 +216,31 @@ def server(tmp_path_factory) -> Iterator[MlflowServer]:
     """One server for the module, killed and restarted by the tests on the same port and store."""
     srv = MlflowServer(tmp_path_factory.mktemp("server"))
     yield srv
-    srv.stop()
+    srv.kill()  # nothing on it is needed any more: no polite shutdown to wait for
 
 
 @pytest.mark.slow
 @pytest.mark.server
-def test_offline_training_while_the_server_is_down_then_sync(server, tmp_path, subprocess_env, capsys):
+def test_offline_training_while_the_server_is_down_then_sync(server, tmp_path, monkeypatch, capsys):
     server.kill()
     HISTORY.to_parquet(tmp_path / "history.parquet")
-    env = {**subprocess_env, "MLFLOW_TRACKING_URI": server.url}
+    # The sync hint is printed as the process ends (atexit): here the end is the test's, so the
+    # run's exit handlers are kept and called once it is done.
+    at_exit: list = []
+    keep = SimpleNamespace(
+        register=lambda function, *args, **kwargs: at_exit.append((function, args, kwargs))
+    )
+    monkeypatch.setattr(tracking_store, "atexit", keep)
+    monkeypatch.setattr(tracking_store, "_hinted", set())
     args = _train_args(logger__offline="true", register="true", registry__name="offline")
-    proc = run_pipeline("train.py", [*args, "logger.experiment_name=offline"], tmp_path, env)
+    result = _train([*args, "logger.experiment_name=offline"], server.url, tmp_path, monkeypatch, capsys)
+    assert result.code == 0, result.stderr[-3000:]
+    for function, args, kwargs in at_exit:
+        function(*args, **kwargs)
+    stdout = result.stdout + capsys.readouterr().out
     db = tmp_path / "mlflow-offline.db"
     command = f"python -m forecast.tracking.sync {db} {server.url}"
-    assert command in proc.stdout, proc.stdout[-2000:]
+    assert command in stdout, stdout[-2000:]
     assert db.is_file() and not (tmp_path / "mlflow.db").exists()
 
     server.start()
@@ -248,50 +271,33 @@ def test_offline_training_while_the_server_is_down_then_sync(server, tmp_path, s
     assert len(client.search_model_versions("name = 'offline'")) == 1
 
 
-def _wait_for_metric(
-    client: MlflowClient, experiment: str, key: str, proc: subprocess.Popen, timeout: float
-) -> str:
-    """The id of the run of `experiment` once it has logged `key` (training is then under way)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = client.get_experiment_by_name(experiment)
-        runs = client.search_runs([found.experiment_id]) if found else []
-        for run in runs:
-            if key in run.data.metrics:
-                return run.info.run_id
-        time.sleep(0.5)
-    raise AssertionError(
-        f"no {key} logged in {timeout} s:\n{proc.stderr.read()[-3000:] if proc.stderr else ''}"
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.server
-def test_server_lost_mid_run_keeps_the_model_and_uploads_it_later(server, tmp_path, subprocess_env, capsys):
+def test_server_lost_mid_run_keeps_the_model_and_uploads_it_later(server, tmp_path, monkeypatch, capsys):
     if server.proc is None:
         server.start()
     HISTORY.to_parquet(tmp_path / "history.parquet")
-    args = _train_args(trainer__limit_train_batches=15, trainer__max_epochs=5, register="true")
-    args += ["registry.name=lost", "logger.experiment_name=lost"]
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "pipelines" / "train.py"), *args],
-        cwd=tmp_path,
-        env={**subprocess_env, "MLFLOW_TRACKING_URI": server.url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = _wait_for_metric(MlflowClient(server.url), "lost", "val/loss", proc, timeout=300)
-        server.kill()  # after epoch 0: four epochs and the test are still to come
-        lost_at = time.monotonic()
-        _, stderr = proc.communicate(timeout=400)
-    finally:
-        proc.kill()
-    after_loss = time.monotonic() - lost_at
+    # The server is killed as soon as epoch 0's validation metrics are on it: four epochs and
+    # the test are still to come.
+    loss: dict = {}
+    log_metrics = ResilientMLFlowLogger.log_metrics
 
-    assert proc.returncode == 6, stderr[-3000:]
-    line = _last_line(stderr)
+    def log_then_lose_the_server(self, metrics, step=None):
+        log_metrics(self, metrics, step)
+        if "val/loss" in metrics and not loss and not self.lost:
+            server.kill()
+            loss.update(run_id=self.run_id, at=time.monotonic())
+
+    monkeypatch.setattr(ResilientMLFlowLogger, "log_metrics", log_then_lose_the_server)
+    args = _train_args(trainer__max_epochs=5, register="true")
+    args += ["registry.name=lost", "logger.experiment_name=lost"]
+    result = _train(args, server.url, tmp_path, monkeypatch, capsys)
+    assert loss, f"no val/loss was logged before the end:\n{result.stderr[-3000:]}"
+    after_loss = time.monotonic() - loss["at"]
+    run_id, stderr = loss["run_id"], result.stderr
+
+    assert result.code == 6, stderr[-3000:]
+    line = result.last_line
     lost = (
         rf"error: MLflow tracking server {server.url} was lost during training \(connection (refused|dropped)"
     )
@@ -299,7 +305,7 @@ def test_server_lost_mid_run_keeps_the_model_and_uploads_it_later(server, tmp_pa
     assert f"run {run_id} lacks" in line and "the model, its registration as lost@champion" in line
     assert "Traceback" not in stderr
     # MLflow's own retries stalled every metric logged for minutes (8 in all); now the rest of
-    # training runs at full speed (about 30 s here on two busy cores).
+    # training runs at full speed (seconds here).
     assert after_loss < 150, f"training took {after_loss:.0f} s after the server was lost"
     folder = Path(re.search(r"python -m forecast\.tracking\.sync (\S+)$", line).group(1))
     assert folder.name == "unpublished" and folder.parent.parent == tmp_path / "logs" / "train" / "runs"
