@@ -1,16 +1,14 @@
 """bench/intervals.py runs end to end on the embedded data (--quick) and prints one line per
-interval scale and level, with validation figures beside the test ones."""
-
-import os
+interval scale and level, with validation figures beside the test ones (in the test's process,
+as `python bench/intervals.py` would)."""
 
 import pytest
-from pipeline_helpers import run_bench
+from bench_runner import run_bench_inprocess
 
 
 @pytest.mark.slow
-def test_intervals_quick_on_the_embedded_data():
-    env = dict(os.environ)  # one thread (conftest)
-    lines = run_bench("intervals.py", ["--task", "demo", "--quick"], env, timeout=240)
+def test_intervals_quick_on_the_embedded_data(monkeypatch, capfd):
+    lines = run_bench_inprocess("intervals.py", ["--task", "demo", "--quick"], monkeypatch, capfd)
     assert [(line["interval_scale"], line["level"]) for line in lines] == [
         ("series", 80),
         ("series", 95),

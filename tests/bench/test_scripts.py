@@ -1,14 +1,15 @@
 """The accuracy benchmark scripts run end to end with --quick and print well-formed lines.
 
 Needs the benchmark data: the folder in FORECAST_BENCH_DATA, else `shared/data` beside the
-repository root; skipped when it is absent.
+repository root; skipped when it is absent. The scripts run in the test's process
+(`bench_runner`), as `python bench/<script> --quick` would.
 """
 
 import os
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import run_bench
+from bench_runner import run_bench_inprocess
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("FORECAST_BENCH_DATA") or REPO / ".." / "shared" / "data").resolve()
@@ -16,19 +17,25 @@ DATA = Path(os.environ.get("FORECAST_BENCH_DATA") or REPO / ".." / "shared" / "d
 KEYS = {"dataset", "model", "input_size", "horizon", "metrics", "train_s", "predict_s", "peak_rss_mb"}
 
 
-def _run(script: str, *args: str, needs: str) -> list[dict]:
-    if not (DATA / needs).exists():
-        pytest.skip(f"benchmark data not found: {DATA / needs}")
-    env = {**os.environ, "FORECAST_BENCH_DATA": str(DATA)}  # one thread (conftest)
-    lines = run_bench(script, ["--quick", *args], env, timeout=240)
-    for line in lines:
-        assert KEYS <= line.keys(), line
-    return lines
+@pytest.fixture
+def run(monkeypatch, capfd):
+    """`run(script, *args, needs=<file under the data folder>)`: its lines, each with KEYS."""
+
+    def run(script: str, *args: str, needs: str) -> list[dict]:
+        if not (DATA / needs).exists():
+            pytest.skip(f"benchmark data not found: {DATA / needs}")
+        monkeypatch.setenv("FORECAST_BENCH_DATA", str(DATA))
+        lines = run_bench_inprocess(script, ["--quick", *args], monkeypatch, capfd)
+        for line in lines:
+            assert KEYS <= line.keys(), line
+        return lines
+
+    return run
 
 
 @pytest.mark.slow
-def test_m4_hourly_quick():
-    lines = _run("m4_hourly.py", needs="m4-hourly/Hourly-train.csv")
+def test_m4_hourly_quick(run):
+    lines = run("m4_hourly.py", needs="m4-hourly/Hourly-train.csv")
     by_model = {line["model"]: line for line in lines}
     assert {"naive", "snaive", "naive2", "lstm"} <= by_model.keys()
     for line in lines:
@@ -52,8 +59,8 @@ def test_m4_hourly_quick():
 
 
 @pytest.mark.slow
-def test_short_series_quick():
-    lines = _run("short_series.py", needs="m4-hourly/Hourly-train.csv")
+def test_short_series_quick(run):
+    lines = run("short_series.py", needs="m4-hourly/Hourly-train.csv")
     assert {(line["group"], line["split"], line["model"]) for line in lines} == {
         (g, s, m) for g in ("padded", "untouched") for s in ("val", "test") for m in ("lstm", "snaive")
     }
@@ -65,8 +72,8 @@ def test_short_series_quick():
 
 
 @pytest.mark.slow
-def test_etth1_quick():
-    lines = _run("etth1.py", "--setting", "univariate", needs="ett/ETTh1.csv")
+def test_etth1_quick(run):
+    lines = run("etth1.py", "--setting", "univariate", needs="ett/ETTh1.csv")
     assert {line["model"] for line in lines} == {"naive", "snaive", "lstm"}
     for line in lines:
         assert line["dataset"] == "etth1" and line["setting"] == "univariate"
@@ -94,10 +101,9 @@ def test_experiments_compose(experiment, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_defaults_quick():
+def test_demo_defaults_quick(monkeypatch, capfd):
     """The embedded-data defaults script needs no benchmark data: one line per variant, val beside test."""
-    env = dict(os.environ)  # one thread (conftest)
-    lines = run_bench("demo_defaults.py", ["--quick"], env, timeout=240)
+    lines = run_bench_inprocess("demo_defaults.py", ["--quick"], monkeypatch, capfd)
     assert [line["variant"] for line in lines] == ["default", "model.window_norm=false"]
     for line in lines:
         assert line["members"] == 1 and line["dataset"] == "m4_hourly_sample"

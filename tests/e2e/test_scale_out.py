@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from app_runner import run_inprocess
 from mlflow import MlflowClient
 from pipeline_helpers import ROOT, TINY_TRAIN, env_with_tests_on_path, run_pipeline
 
@@ -21,10 +22,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def work(tmp_path):
+def work(tmp_path, isolated_mlflow):
+    """A working folder with the data and a migrated MLflow store (MLFLOW_TRACKING_URI, here and
+    in the env for the subprocesses): as on a cluster, the store exists before the workers start."""
     synthetic_long(n_series=6, length=160, seed=7).to_parquet(tmp_path / "history.parquet")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     return tmp_path, env
 
 
@@ -53,15 +55,23 @@ def test_ddp_two_cpu_processes(work):
     assert run["metrics.test/mae"] == pytest.approx(mae, rel=1e-4)
 
 
-def test_resume_after_a_crash_continues_the_same_run(work):
+def test_resume_after_a_crash_continues_the_same_run(work, monkeypatch, capsys):
     path, env = work
     env = env_with_tests_on_path(env)
     args = [*TINY_TRAIN, "data.path=history.parquet", "trainer.max_epochs=4", "callbacks.early_stopping=null"]
     crash = ["+callbacks.crash._target_=pipeline_helpers.CrashAfterEpoch", "+callbacks.crash.epoch=1"]
-    crashed = run_pipeline("train.py", [*args, *crash], path, env, check=False)
-    assert crashed.returncode == 137
+    crashed = run_pipeline("train.py", [*args, *crash], path, env, check=False)  # os._exit: a process
+    assert crashed.returncode == 137, crashed.stderr[-3000:]
     (run_id,) = _runs().run_id
-    run_pipeline("train.py", [*args, "resume=latest"], path, env)
+
+    # The resume runs here. The restored config still has the crash callback, which must not
+    # fire in a resumed fit: were it to, it fails the run instead of ending this process.
+    def crashed_again(code):
+        raise AssertionError(f"the resumed fit called os._exit({code})")
+
+    monkeypatch.setattr(os, "_exit", crashed_again)
+    resumed = run_inprocess("train.py", [*args, "resume=latest"], path, monkeypatch, capsys)
+    assert resumed.code == 0, resumed.stderr[-5000:]
 
     runs = _runs()
     assert list(runs.run_id) == [run_id], "the resumed fit logs to the run it started"
@@ -75,13 +85,19 @@ def test_resume_after_a_crash_continues_the_same_run(work):
     assert "test/mae" in runs.iloc[0].filter(like="metrics.").index.str.replace("metrics.", "").tolist()
 
 
-SWEEP = ["-m", "hparams_search=lstm_optuna", "hydra.sweeper.storage=sqlite:///optuna.db"]
+# Trials skip the ONNX export (`export=[]`): what a sweep tracks is the subject here.
+SWEEP = ["-m", "hparams_search=lstm_optuna", "hydra.sweeper.storage=sqlite:///optuna.db", "export=[]"]
 
 
-def test_sweep_tracks_trials_under_one_parent_and_resumes(work):
-    path, env = work
+def _sweep(args: list[str], path, monkeypatch, capsys) -> None:
+    result = run_inprocess("train.py", args, path, monkeypatch, capsys)
+    assert result.code == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+
+
+def test_sweep_tracks_trials_under_one_parent_and_resumes(work, monkeypatch, capsys):
+    path, _ = work
     base = [*SWEEP, *TINY_TRAIN, "data.path=history.parquet", "hydra.sweeper.sampler.n_startup_trials=2"]
-    run_pipeline("train.py", [*base, "hydra.sweeper.n_trials=3", "register=best"], path, env)
+    _sweep([*base, "hydra.sweeper.n_trials=3", "register=best"], path, monkeypatch, capsys)
 
     study = optuna.load_study(study_name="lstm_optuna", storage=f"sqlite:///{path / 'optuna.db'}")
     assert len(study.trials) == 3
@@ -96,7 +112,7 @@ def test_sweep_tracks_trials_under_one_parent_and_resumes(work):
     candidate = MlflowClient().get_model_version_by_alias("forecast-lstm", "candidate")
     assert candidate.run_id == best.iloc[0].run_id
 
-    run_pipeline("train.py", [*base, "hydra.sweeper.n_trials=4"], path, env)
+    _sweep([*base, "hydra.sweeper.n_trials=4"], path, monkeypatch, capsys)
     study = optuna.load_study(study_name="lstm_optuna", storage=f"sqlite:///{path / 'optuna.db'}")
     assert len(study.trials) == 4, "re-running adds trials to the study instead of restarting it"
     runs = _runs()
@@ -108,9 +124,8 @@ def test_two_workers_share_one_study(work):
     path, env = work
     args = [*SWEEP, *TINY_TRAIN, "data.path=history.parquet", "hydra.sweeper.n_trials=4"]
     cmd = [sys.executable, str(ROOT / "pipelines" / "train.py"), *args]
-    # The tracking store exists before the workers start, as on a cluster (a new SQLite file
-    # would have both workers race to create MLflow's schema). The study's database is new.
-    MlflowClient().search_experiments()
+    # The tracking store exists before the workers start (`work`), as on a cluster: a new SQLite
+    # file would have both workers race to create MLflow's schema. The study's database is new.
     workers = [
         subprocess.Popen(cmd, cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)

@@ -9,15 +9,20 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
+from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
 import torch
+from app_runner import run_inprocess
 from mlflow import MlflowClient
 from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
-from pipeline_helpers import ROOT, TINY_TRAIN, run_pipeline
+from pipeline_helpers import ROOT, TINY_TRAIN
+from stores import new_store
 
 from forecast.checkpoints import (
     CONFIG_KEY,
@@ -44,8 +49,9 @@ from forecast.stale_runs import (
 HERE = Path(__file__).resolve().parent
 LINUX = Path("/proc/self/stat").exists()
 
-# 4 epochs of 3 batches; the test callback pauses at batch 1 of every epoch so the kill lands
-# mid-epoch, after last.ckpt of an earlier epoch exists.
+# 4 epochs of 3 batches; the test callback holds a training that is to be killed at batch 1 of
+# the epoch the test names (the file `hold`), so the kill lands mid-epoch, after last.ckpt of an
+# earlier epoch exists. The other runs never wait.
 ARGS = [
     *TINY_TRAIN,
     "data.path=history.parquet",
@@ -54,6 +60,7 @@ ARGS = [
     "export=[]",
     "+callbacks.pause._target_=resume_callbacks.PauseMidEpoch",
     "+callbacks.pause.progress=progress.txt",
+    "+callbacks.pause.hold=hold",
 ]
 
 
@@ -178,16 +185,13 @@ def test_unreadable_checkpoint_is_an_input_file_error(tmp_path):
         load_checkpoint(tmp_path / "truncated.ckpt")
 
 
-@pytest.mark.slow
-def test_train_refuses_a_crafted_checkpoint_in_one_line(tmp_path, subprocess_env):
+def test_train_refuses_a_crafted_checkpoint_in_one_line(tmp_path, isolated_mlflow, monkeypatch, capsys):
     marker = tmp_path / "marker"
     crafted = _crafted(tmp_path / "crafted.ckpt", marker)
-    env = {**subprocess_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    proc = run_pipeline("train.py", [f"resume={crafted}"], tmp_path, env, check=False, timeout=120)
-    assert proc.returncode == UnsafeCheckpointError.exit_code == 4, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith(f"error: refusing to load checkpoint {crafted}"), lines[-1]
-    assert "posix.system" in lines[-1] and "Traceback" not in proc.stderr
+    result = run_inprocess("train.py", [f"resume={crafted}"], tmp_path, monkeypatch, capsys)
+    assert result.code == UnsafeCheckpointError.exit_code == 4, result.stderr[-2000:]
+    assert result.last_line.startswith(f"error: refusing to load checkpoint {crafted}"), result.last_line
+    assert "posix.system" in result.last_line and "Traceback" not in result.stderr
     assert not marker.exists()
 
 
@@ -195,10 +199,9 @@ def test_train_refuses_a_crafted_checkpoint_in_one_line(tmp_path, subprocess_env
 
 
 def _dead_pid() -> int:
-    proc = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    return int(proc.stdout)
+    """A PID no process has: above the kernel's limit (at most 2**22 on Linux, 99998 on macOS),
+    so it answers as a process that ended does (no such process), without starting one."""
+    return 2**22 + 1
 
 
 def test_next_start_marks_runs_of_dead_processes_killed(isolated_mlflow):
@@ -244,6 +247,7 @@ def test_next_start_marks_runs_of_dead_processes_killed(isolated_mlflow):
     assert reopened.info.status == "RUNNING" and reopened.data.tags[PID_TAG] == str(os.getpid())
 
 
+@pytest.mark.slow  # a real process, killed and left unreaped
 @pytest.mark.skipif(not LINUX, reason="zombie state is read from /proc")
 def test_a_killed_but_unreaped_process_counts_as_gone():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -263,7 +267,7 @@ def test_a_killed_but_unreaped_process_counts_as_gone():
 
 
 def _train_and_kill(work: Path, env: dict, epoch: int = 1) -> Path:
-    """Start a training, SIGKILL it in the middle of epoch `epoch` or later; return its run folder.
+    """Start a training, SIGKILL it in the middle of epoch `epoch`; return its run folder.
 
     With epoch >= 1 a last.ckpt of an earlier epoch exists when the signal is sent.
     """
@@ -271,6 +275,8 @@ def _train_and_kill(work: Path, env: dict, epoch: int = 1) -> Path:
     before = set(runs.iterdir()) if runs.exists() else set()
     progress = work / "progress.txt"
     progress.unlink(missing_ok=True)
+    hold = work / "hold"
+    hold.write_text(str(epoch))  # PauseMidEpoch waits at batch 1 of this epoch until killed
     log = work / f"killed_{len(before)}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -291,14 +297,25 @@ def _train_and_kill(work: Path, env: dict, epoch: int = 1) -> Path:
             if new and where[0] >= epoch and where[1] >= 1 and saved:
                 break
             time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)  # mid-epoch: in batch 1 or 2 of 3, before validation
+        os.kill(proc.pid, signal.SIGKILL)  # mid-epoch: at batch 1 of 3, before validation
     finally:
+        hold.unlink()
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     (folder,) = set(runs.iterdir()) - before
     return folder
+
+
+def _train_inprocess(args: list[str], work: Path, monkeypatch) -> None:
+    """`python pipelines/train.py <args>` from `work`, in this process (`run_inprocess`, whose
+    `capsys` a module fixture cannot have: the app's output goes to buffers instead)."""
+    out, err = StringIO(), StringIO()
+    captured = SimpleNamespace(readouterr=lambda: SimpleNamespace(out=out.getvalue(), err=err.getvalue()))
+    with redirect_stdout(out), redirect_stderr(err):
+        result = run_inprocess("train.py", args, work, monkeypatch, captured)
+    assert result.code == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
 
 
 def _newest_last_ckpt(work: Path) -> dict:
@@ -308,10 +325,13 @@ def _newest_last_ckpt(work: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
-    """kill -9 run A (never resumed); an unbroken run U; kill -9 run K; `resume=latest` alone."""
+    """kill -9 run A (never resumed); an unbroken run U; kill -9 run K; `resume=latest` alone.
+
+    The kills need processes of their own; U and the resume run in this process.
+    """
     work = tmp_path_factory.mktemp("resume")
     synthetic_long(n_series=5, length=160, seed=3).to_parquet(work / "history.parquet")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
+    uri = new_store(work / "mlflow.db")
     tests = str(ROOT / "tests")
     env = {
         **os.environ,
@@ -319,26 +339,31 @@ def killed_and_resumed(tmp_path_factory):
         "PYTHONPATH": os.pathsep.join(p for p in (tests, str(HERE), os.environ.get("PYTHONPATH")) if p),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=uri)
 
     def runs() -> dict[str, str]:
         exp = client.get_experiment_by_name("forecast")
         return {r.info.run_id: r.info.status for r in client.search_runs([exp.experiment_id])}
 
-    _train_and_kill(work, env, epoch=0)
-    (abandoned,) = runs()
-    status_after_kill = runs()[abandoned]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.syspath_prepend(str(HERE))  # resume_callbacks, for the runs in this process
+        try:
+            _train_and_kill(work, env, epoch=0)
+            (abandoned,) = runs()
+            status_after_kill = runs()[abandoned]
 
-    run_pipeline("train.py", ARGS, work, env)
-    (unbroken,) = set(runs()) - {abandoned}
-    unbroken_ckpt = _newest_last_ckpt(work)
+            _train_inprocess(ARGS, work, monkeypatch)
+            (unbroken,) = set(runs()) - {abandoned}
+            unbroken_ckpt = _newest_last_ckpt(work)
 
-    killed_folder = _train_and_kill(work, env)
-    (killed,) = set(runs()) - {abandoned, unbroken}
-    at_kill = load_checkpoint(killed_folder / "checkpoints" / "last.ckpt")
+            killed_folder = _train_and_kill(work, env)
+            (killed,) = set(runs()) - {abandoned, unbroken}
+            at_kill = load_checkpoint(killed_folder / "checkpoints" / "last.ckpt")
 
-    run_pipeline("train.py", ["resume=latest"], work, env)
+            _train_inprocess(["resume=latest"], work, monkeypatch)
+        finally:
+            mlflow.set_tracking_uri(None)
     return {
         "client": client,
         "runs": runs(),
