@@ -1,21 +1,27 @@
 """Covariates end to end through the Hydra apps: train on a table with a future-known, a past-only
 and a static categorical column and calendar features, register, batch-forecast from future rows
-in the input and from a future table."""
+in the input and from a future table. The apps run in process, as their `__main__` does."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from app_runner import AppResult, run_inprocess
 from covariate_helpers import covariate_frame, split, with_future_rows
-from pipeline_helpers import TINY_TRAIN, run_pipeline
+from pipeline_helpers import TINY_TRAIN
+from stores import new_store
 
 pytestmark = pytest.mark.slow
 
@@ -29,28 +35,61 @@ COVARIATES = [
 ]
 
 
+class _Capture:
+    """What capsys gives run_inprocess, for a module-scoped fixture (capsys is per test)."""
+
+    def __init__(self) -> None:
+        self.out, self.err = io.StringIO(), io.StringIO()
+
+    def readouterr(self) -> SimpleNamespace:
+        taken = SimpleNamespace(out=self.out.getvalue(), err=self.err.getvalue())
+        for stream in (self.out, self.err):
+            stream.seek(0)
+            stream.truncate()
+        return taken
+
+
+def run_app(script: str, args: list[str], work: Path, monkeypatch, capsys) -> AppResult:
+    """`python pipelines/<script> <args>` from `work` with its default store (`work/mlflow.db`), in
+    process, and afterwards nothing of it left that its own process would have taken with it: the
+    store it pointed MLflow at, the variables it set (Lightning's seed, Hydra's), the training's
+    matmul precision."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    environ, precision = dict(os.environ), torch.get_float32_matmul_precision()
+    try:
+        return run_inprocess(script, args, work, monkeypatch, capsys)
+    finally:
+        mlflow.set_tracking_uri(None)
+        torch.set_float32_matmul_precision(precision)
+        for name in os.environ.keys() - environ.keys():
+            del os.environ[name]
+        os.environ.update(environ)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """The covariate model, trained and registered by the train app in a fresh folder."""
     work = tmp_path_factory.mktemp("work")
+    new_store(work / "mlflow.db")  # the store a run from `work` creates (migrated: a copy)
     frame = covariate_frame(n_series=5, length=160, seed=4)
     columns = ["unique_id", "ds", "y", "price", "load", "store"]
     frame = frame[columns]
     history, future = split(frame, 150, horizon=H)
     history.to_csv(work / "train.csv", index=False)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    run_pipeline(
-        "train.py",
-        [
-            *TINY_TRAIN,
-            "data.path=train.csv",
-            *COVARIATES,
-            "register=true",
-            "registry.name=cov",
-        ],
-        work,
-        env,
-    )
-    return work, env, history, future
+    args = [*TINY_TRAIN, "data.path=train.csv", *COVARIATES, "register=true", "registry.name=cov"]
+    capture = _Capture()
+    with pytest.MonkeyPatch.context() as mp, redirect_stdout(capture.out), redirect_stderr(capture.err):
+        result = run_app("train.py", args, work, mp, capture)
+    assert result.code == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return work, history, future
+
+
+@pytest.fixture(autouse=True)
+def _default_store():
+    """Each test ends with MLflow's tracking URI back on its default."""
+    yield
+    mlflow.set_tracking_uri(None)
 
 
 def _registered(work):
@@ -62,7 +101,7 @@ def _registered(work):
 
 
 def test_the_registered_model_records_its_covariates(trained):
-    work, _, _, _ = trained
+    work, _, _ = trained
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     local = mlflow.artifacts.download_artifacts("models:/cov@champion")
     settings = json.loads(next(Path(local).rglob("model.json")).read_text())
@@ -73,15 +112,12 @@ def test_the_registered_model_records_its_covariates(trained):
     assert meta["input_columns"]["futr"] == ["price"] and meta["future_rows"] == H
 
 
-def test_batch_forecast_from_future_rows_in_the_input(trained):
-    work, env, history, future = trained
+def test_batch_forecast_from_future_rows_in_the_input(trained, monkeypatch, capsys):
+    work, history, future = trained
     with_future_rows(history, future).to_parquet(work / "rows.parquet", index=False)
-    run_pipeline(
-        "batch_forecast.py",
-        ["model_uri=models:/cov@champion", "input=rows.parquet", "output=out/rows.parquet", "as_of=null"],
-        work,
-        env,
-    )
+    args = ["model_uri=models:/cov@champion", "input=rows.parquet", "output=out/rows.parquet", "as_of=null"]
+    result = run_app("batch_forecast.py", args, work, monkeypatch, capsys)
+    assert result.code == 0, result.stderr[-3000:]
     out = pd.read_parquet(work / "out" / "rows.parquet")
     assert list(out.columns)[:3] == ["unique_id", "ds", "y_hat"] and len(out) == 5 * H
     assert (out["ds"].to_numpy() == future["ds"].to_numpy()).all()
@@ -90,49 +126,29 @@ def test_batch_forecast_from_future_rows_in_the_input(trained):
     np.testing.assert_allclose(out.iloc[:, 2:], expected.iloc[:, 2:], rtol=1e-5, atol=1e-5)
 
 
-def test_batch_forecast_with_a_future_table(trained):
-    work, env, history, future = trained
+def test_batch_forecast_with_a_future_table(trained, monkeypatch, capsys):
+    work, history, future = trained
     history.to_csv(work / "history.csv", index=False)
     future[["unique_id", "ds", "price"]].to_csv(work / "future.csv", index=False)
-    run_pipeline(
-        "batch_forecast.py",
-        [
-            "model_uri=models:/cov@champion",
-            "input=history.csv",
-            "future=future.csv",
-            "output=out/table.parquet",
-            "as_of=null",
-        ],
-        work,
-        env,
-    )
+    args = ["model_uri=models:/cov@champion", "input=history.csv", "future=future.csv", "as_of=null"]
+    result = run_app("batch_forecast.py", [*args, "output=out/table.parquet"], work, monkeypatch, capsys)
+    assert result.code == 0, result.stderr[-3000:]
     out = pd.read_parquet(work / "out" / "table.parquet")
     expected = _registered(work).predict(history, future=future)
     assert list(out.columns) == list(expected.columns)
     np.testing.assert_allclose(out.iloc[:, 2:], expected.iloc[:, 2:], rtol=1e-5, atol=1e-5)
     # a series without its future rows: an error naming it, nothing written
     future[future.unique_id != "s3"].to_csv(work / "short.csv", index=False)
-    proc = run_pipeline(
-        "batch_forecast.py",
-        [
-            "model_uri=models:/cov@champion",
-            "input=history.csv",
-            "future=short.csv",
-            "output=out/short.parquet",
-            "as_of=null",
-        ],
-        work,
-        env,
-        check=False,
-    )
-    assert proc.returncode != 0 and "'s3' at" in proc.stderr
+    args = ["model_uri=models:/cov@champion", "input=history.csv", "future=short.csv", "as_of=null"]
+    result = run_app("batch_forecast.py", [*args, "output=out/short.parquet"], work, monkeypatch, capsys)
+    assert result.code != 0 and "'s3' at" in result.stderr
     assert not (work / "out" / "short.parquet").exists()
 
 
 @pytest.mark.parametrize("kind", ["csv", "json"])
-def test_mlflow_models_predict_takes_one_long_table(trained, kind):
+def test_mlflow_models_predict_takes_one_long_table(trained, kind, subprocess_env, monkeypatch):
     """MLflow's own client: one request with the future rows (target empty) carries everything."""
-    work, env, history, future = trained
+    work, history, future = trained
     table = with_future_rows(history, future).assign(ds=lambda t: t.ds.astype(str))
     source = work / f"request.{kind}"
     if kind == "csv":
@@ -141,14 +157,26 @@ def test_mlflow_models_predict_takes_one_long_table(trained, kind):
         records = table.astype(object).where(table.notna(), None)
         source.write_text(json.dumps({"dataframe_split": records.to_dict(orient="split", index=False)}))
     out = work / f"predict-{kind}.json"
-    bin_dir = Path(sys.executable).parent
-    proc = subprocess.run(
-        [str(bin_dir / "mlflow"), "models", "predict", "-m", "models:/cov@champion", "-i", str(source),
-         "-t", kind, "-o", str(out), "--env-manager", "local"],
-        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
-        cwd=work, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    if kind == "csv":  # the console script, as a user runs it
+        bin_dir = Path(sys.executable).parent
+        proc = subprocess.run(
+            [str(bin_dir / "mlflow"), "models", "predict", "-m", "models:/cov@champion", "-i", str(source),
+             "-t", kind, "-o", str(out), "--env-manager", "local"],
+            env={**subprocess_env, "MLFLOW_TRACKING_URI": uri},
+            cwd=work, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    else:  # what that command calls (`mlflow models predict` is this function behind click), in process
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.models.predict(
+            "models:/cov@champion",
+            input_path=str(source),
+            content_type=kind,
+            output_path=str(out),
+            env_manager="local",
+        )
     got = pd.DataFrame(json.loads(out.read_text())["predictions"])
     expected = _registered(work).predict(history, future=future)
     assert (pd.to_datetime(got["ds"]).to_numpy() == expected["ds"].to_numpy()).all()

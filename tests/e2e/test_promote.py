@@ -12,36 +12,25 @@ import pandas as pd
 import pytest
 from app_runner import ROOT, run_inprocess
 from mlflow import MlflowClient
+from model_helpers import tiny_forecaster
+from stores import new_store
 
 from forecast.backtest import backtest_frame, data_digest
-from forecast.data import SeriesDataModule, synthetic_long
+from forecast.data import synthetic_long
 from forecast.errors import KEPT_CHAMPION_EXIT, ConfigError, ModelNotFoundError
-from forecast.models import ForecastModule
 from forecast.promotion import is_better, promote
 from forecast.tracking import ensure_experiment, log_forecaster
-from forecast.training import build_forecaster
 
 NAME = "gate"
 L, H, M = 24, 6, 12
 WINDOWS = ["n_windows=2", f"season_length={M}"]
 
 
-def tiny_forecaster(history, seed: int, horizon: int = H):
-    """An untrained net (seeded): versions that forecast differently, cheaply."""
-    import torch
-
-    torch.manual_seed(seed)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=horizon)
-    dm.setup()
-    net = ForecastModule(input_size=L, horizon=horizon, hidden_size=8, head_hidden=8, segment_len=6)
-    return build_forecaster(net, dm)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Three untrained versions of one model, ranked by their backtest MASE on one table."""
     root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     history = synthetic_long(n_series=4, length=90, seed=5)
@@ -51,7 +40,7 @@ def store(tmp_path_factory):
     scores = {}
     example = history.groupby("unique_id").tail(L).head(2 * L).reset_index(drop=True)
     for seed in range(3):
-        forecaster = tiny_forecaster(history, seed=seed)
+        forecaster = tiny_forecaster(history, seed=seed, segment_len=6)  # untrained, seeded: they differ
         with mlflow.start_run(experiment_id=experiment):
             info = log_forecaster(forecaster, example.astype({"y": "float64"}))
         version = mlflow.register_model(info.model_uri, NAME).version
@@ -183,7 +172,9 @@ def test_models_of_different_horizons_are_not_compared(store, client):
     example = history.groupby("unique_id").tail(L).head(2 * L).reset_index(drop=True)
     for horizon, alias in ((H, "champion"), (2 * H, "candidate")):
         with mlflow.start_run(experiment_id=ensure_experiment("models", root)):
-            info = log_forecaster(tiny_forecaster(history, 0, horizon), example.astype({"y": "float64"}))
+            info = log_forecaster(
+                tiny_forecaster(history, horizon=horizon, segment_len=6), example.astype({"y": "float64"})
+            )
         version = mlflow.register_model(info.model_uri, "horizons").version
         client.set_registered_model_alias("horizons", alias, version)
     with pytest.raises(ConfigError, match="forecasts 12 steps and the champion .* 6"):

@@ -1,23 +1,25 @@
 """Bad input files end in one error naming the file and the fix, in the readers and the pipelines.
 
 Every case goes through the three readers (training's `read_table`, the streamed batch reader
-and the Ray engine's pre-check); the pipelines then run as subprocesses, a user's way, and must
-exit with code 4, no traceback and a last stderr line `error: ...` naming the file. Each
-subprocess costs about 6 s of imports, so every file-level case runs through one pipeline and the
-column check through both (docs/errors.md lists them all).
+and the Ray engine's pre-check); the pipelines' Hydra apps then run in process, as their
+`__main__` does, and must exit with code 4, no traceback and a last stderr line `error: ...`
+naming the file. Every file-level case runs through one pipeline and the column check through
+both (docs/errors.md lists them all).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_helpers import TINY_TRAIN, register_forecaster, run_pipeline
+from app_runner import AppResult, run_inprocess
+from model_helpers import tiny_forecaster
+from pipeline_helpers import TINY_TRAIN, register_forecaster
+from stores import new_store
 
 from forecast.data import read_table
 from forecast.data.synthetic import synthetic_long
@@ -116,8 +118,8 @@ CASES: dict[str, Case] = {
         at_check=False,
     ),
 }
-# Which cases also run through each pipeline (about 6 s of CPU a subprocess): every file-level
-# case through one of them, the column check through both (their hints differ).
+# Which cases also run through each pipeline: every file-level case through one of them, the
+# column check through both (their hints differ).
 TRAIN_CASES = ["empty folder", "empty Parquet", "header-only CSV", "misnamed columns"]
 BATCH_CASES = [
     "missing path",
@@ -238,85 +240,87 @@ def test_a_delimiter_inside_quoted_names_is_not_the_delimiter(tmp_path):
 
 # -- the pipelines -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A folder with its own MLflow store holding `bad-files@champion`, and the env to run in."""
+def workdir(tmp_path_factory) -> Path:
+    """A folder whose default local store (./mlflow.db) holds `bad-files@champion`."""
+    import mlflow
+
+    work = tmp_path_factory.mktemp("bad-files")
+    new_store(work / "mlflow.db")  # where the pipelines' default store is when run from `work`
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        register_forecaster(tiny_forecaster(HISTORY), HISTORY, "bad-files", work, L)
+    mlflow.set_tracking_uri(None)
+    return work
+
+
+def run_app(script: str, args: list[str], work: Path, monkeypatch, capsys) -> AppResult:
+    """`python pipelines/<script>` from `work`, in process, with no MLFLOW_TRACKING_URI (the
+    pipeline's own default store, `work/mlflow.db`, applies), and afterwards nothing of it left
+    that its own process would have taken with it: the store it pointed MLflow at, the variables
+    it set (Lightning's seed, Hydra's), the training's matmul precision."""
     import mlflow
     import torch
 
-    from forecast.data import SeriesDataModule
-    from forecast.models import ForecastModule
-    from forecast.training import build_forecaster
-
-    work = tmp_path_factory.mktemp("bad-files")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(PYTHONUNBUFFERED="1", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    torch.manual_seed(0)
-    dm = SeriesDataModule(frame=HISTORY, freq="h", input_size=L, horizon=H)
-    dm.setup()
-    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=4)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        register_forecaster(build_forecaster(net, dm), HISTORY, "bad-files", work, L)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     mlflow.set_tracking_uri(None)
-    return work, env
+    environ, precision = dict(os.environ), torch.get_float32_matmul_precision()
+    try:
+        return run_inprocess(script, args, work, monkeypatch, capsys)
+    finally:
+        mlflow.set_tracking_uri(None)
+        torch.set_float32_matmul_precision(precision)
+        for name in os.environ.keys() - environ.keys():
+            del os.environ[name]
+        os.environ.update(environ)
 
 
-def assert_one_line_error(proc, case: Case, path: Path) -> None:
-    assert proc.returncode == 4, f"exit {proc.returncode}:\n{proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+def assert_one_line_error(result: AppResult, case: Case, path: Path) -> None:
+    assert result.code == 4, f"exit {result.code}:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.last_line
     assert last.startswith("error: ") and str(path) in last, last
     for part in case.parts:
         assert part in last, f"{part!r} not in {last!r}"
 
 
-def run_cases(names: list[str], folder: Path, run: Callable[[Path], object]) -> None:
-    """Run the pipeline on every case, two at a time, and check each one's exit and last line."""
-    paths = {}
+def run_cases(names: list[str], folder: Path, run: Callable[[Path], AppResult]) -> None:
+    """Run the pipeline on every case and check each one's exit and last line."""
     for name in names:
         case_folder = folder / name.replace(" ", "_").replace(",", "")
         case_folder.mkdir()
-        paths[name] = make(CASES[name], case_folder)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        procs = dict(zip(names, pool.map(lambda n: run(paths[n]), names), strict=True))
-    for name, proc in procs.items():
+        path = make(CASES[name], case_folder)
         try:
-            assert_one_line_error(proc, CASES[name], paths[name])
+            assert_one_line_error(run(path), CASES[name], path)
         except AssertionError as err:
             raise AssertionError(f"{name}: {err}") from None
 
 
-@pytest.mark.slow
-def test_train_pipeline_exits_4_naming_the_file(workdir, tmp_path):
-    work, env = workdir
+def test_train_pipeline_exits_4_naming_the_file(workdir, tmp_path, monkeypatch, capsys):
     run_cases(
         TRAIN_CASES,
         tmp_path,
-        lambda path: run_pipeline("train.py", [*TINY_TRAIN, f"data.path={path}"], work, env, check=False),
+        lambda path: run_app("train.py", [*TINY_TRAIN, f"data.path={path}"], workdir, monkeypatch, capsys),
     )
 
 
-@pytest.mark.slow
-def test_batch_pipeline_exits_4_naming_the_file_and_writes_nothing(workdir, tmp_path):
-    work, env = workdir
+def test_batch_pipeline_exits_4_naming_the_file_and_writes_nothing(workdir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
 
-    def forecast(path: Path):
+    def forecast(path: Path) -> AppResult:
         target = out / f"{path.parent.name}.parquet"
         args = ["model_uri=models:/bad-files@champion", f"input={path}", f"output={target}", "progress=none"]
-        return run_pipeline("batch_forecast.py", args, work, env, check=False)
+        return run_app("batch_forecast.py", args, workdir, monkeypatch, capsys)
 
     run_cases(BATCH_CASES, tmp_path, forecast)
     assert not out.exists() or not any(out.iterdir())
 
 
-@pytest.mark.slow
-def test_batch_pipeline_forecasts_a_semicolon_csv(workdir, tmp_path):
-    work, env = workdir
+def test_batch_pipeline_forecasts_a_semicolon_csv(workdir, tmp_path, monkeypatch, capsys):
     source, target = tmp_path / "semi.csv", tmp_path / "forecast.parquet"
     HISTORY.to_csv(source, index=False, sep=";")
     args = ["model_uri=models:/bad-files@champion", f"input={source}", f"output={target}", "progress=none"]
-    run_pipeline("batch_forecast.py", args, work, env)
+    result = run_app("batch_forecast.py", args, workdir, monkeypatch, capsys)
+    assert result.code == 0, result.stderr[-3000:]
     out = pd.read_parquet(target)
     assert len(out) == 3 * H and out["y_hat"].notna().all()
     assert sorted(out["unique_id"].unique()) == sorted(HISTORY["unique_id"].unique())

@@ -13,33 +13,27 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from app_runner import AppResult, run_inprocess
+from model_helpers import tiny_forecaster
 from pipeline_helpers import register_forecaster, run_pipeline
 from safetensors.torch import load_file, save_file
+from stores import new_store
 
 import forecast.data.staging as staging
 from forecast import batch
 from forecast.batch import LoadRetry, resolve_model, run_batch_forecast
-from forecast.data import SeriesDataModule, synthetic_long, write_parquet_atomic
+from forecast.data import synthetic_long, write_parquet_atomic
 from forecast.data.staging import prepare_output, staging_path, sweep_stale
 from forecast.engines.local import AtomicParquetWriter, forecast_file
 from forecast.errors import ModelNotFoundError, NonFiniteError, OutputError, TrackingUnavailableError
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
 
 L, H = 24, 6
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def make_forecaster(frame: pd.DataFrame, **model) -> object:
-    torch.manual_seed(0)
-    dm = SeriesDataModule(frame=frame, freq="h", input_size=L, horizon=H)
-    dm.setup()
-    params = {"hidden_size": 8, "head_hidden": 8, "segment_len": 4, **model}
-    return build_forecaster(ForecastModule(input_size=L, horizon=H, **params), dm)
 
 
 @pytest.fixture
@@ -145,7 +139,7 @@ def test_writers_sweep_leftovers_and_keep_a_live_writers_file(history, tmp_path)
 def test_output_under_a_file_is_an_output_error(history, source, tmp_path):
     (tmp_path / "afile").write_bytes(b"x")
     target = tmp_path / "afile" / "sub" / "out.parquet"
-    f = make_forecaster(history)
+    f = tiny_forecaster(history)
     with pytest.raises(
         OutputError, match=r"cannot write the output .*afile/sub/out\.parquet: .*afile is a file"
     ):
@@ -165,7 +159,7 @@ def test_read_only_folder_is_an_output_error(history, source, tmp_path):
     folder.chmod(0o555)
     try:
         with pytest.raises(OutputError, match=r"cannot write the output .*ro/out\.parquet: no permission"):
-            forecast_file(make_forecaster(history), source, folder / "out.parquet", progress="none")
+            forecast_file(tiny_forecaster(history), source, folder / "out.parquet", progress="none")
         with pytest.raises(OutputError, match="no permission"):
             prepare_output(folder / "out.parquet")
     finally:
@@ -200,7 +194,7 @@ def test_output_of_the_other_kind_is_an_output_error(tmp_path):
 
 # -- non-finite forecasts ----------------------------------------------------------------------
 def test_infinite_weights_are_refused_and_nothing_is_written(history, source, tmp_path):
-    f = make_forecaster(history)
+    f = tiny_forecaster(history)
     with torch.no_grad():
         list(f.net.parameters())[-1].fill_(float("inf"))
     target = tmp_path / "out.parquet"
@@ -222,7 +216,7 @@ def test_infinite_weights_are_refused_and_nothing_is_written(history, source, tm
 
 def test_nan_for_one_series_names_it(history, source, tmp_path):
     # A per-series weight gone NaN: only s4 (series code 5) breaks; it is named and counted.
-    f = make_forecaster(history, cycle_len=24, cycle_per_series=True, n_series=7)
+    f = tiny_forecaster(history, cycle_len=24, cycle_per_series=True, n_series=7)
     with torch.no_grad():
         f.net.cycle.series.weight[5].fill_(float("nan"))
     with pytest.raises(NonFiniteError, match=r"for 1 of \d+ series \(s4\); nothing was written"):
@@ -274,7 +268,9 @@ def test_a_model_that_is_missing_is_not_retried(monkeypatch):
         raise MlflowException("Registered model alias nope not found.", error_code=INVALID_PARAMETER_VALUE)
 
     monkeypatch.setattr(batch, "_resolve_once", missing)
-    with pytest.raises(ModelNotFoundError, match=r"model not found: models:/m@nope \(Registered model alias"):
+    monkeypatch.setattr(batch.mlflow, "get_tracking_uri", lambda: "http://tracking:5000")
+    named = r"model not found: models:/m@nope \(Registered model alias .*\) in the MLflow store "
+    with pytest.raises(ModelNotFoundError, match=named + r"http://tracking:5000$"):
         resolve_model("models:/m@nope", LoadRetry(retries=5, backoff_s=10))
     assert len(calls) == 1
 
@@ -337,7 +333,7 @@ def store(tmp_path_factory) -> Store:
     import mlflow
 
     root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     previous = mlflow.get_tracking_uri()
     saved = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -346,7 +342,7 @@ def store(tmp_path_factory) -> Store:
         history = synthetic_long(n_series=7, length=60, seed=3)
         for name, value in [("rel-test", None), ("rel-nan", float("nan")), ("rel-inf", float("inf"))]:
             before = set(root.rglob("weights.safetensors"))
-            register_forecaster(make_forecaster(history), history, name, root, L)
+            register_forecaster(tiny_forecaster(history), history, name, root, L)
             (weights,) = set(root.rglob("weights.safetensors")) - before
             if value is not None:  # the model was checked when logged; it breaks afterwards
                 _set_weights(weights, value)
@@ -385,27 +381,47 @@ def _args(model: str, source: Path, output: Path, tmp_path: Path) -> list[str]:
     return [f"model_uri={model}", f"input={source}", f"output={output}", f"hydra.run.dir={tmp_path / 'run'}"]
 
 
-@pytest.mark.slow
-def test_cli_server_down_fails_in_bounded_time_with_exit_6(source, tmp_path, subprocess_env):
+def forecast_app(args: list[str], tracking_uri: str, tmp_path: Path, monkeypatch, capsys) -> AppResult:
+    """`python pipelines/batch_forecast.py <args>` in process, on the store at `tracking_uri`, and
+    afterwards nothing of it left that its own process would have taken with it: the store it
+    pointed MLflow at, the variables it set."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    environ = dict(os.environ)
+    try:
+        return run_inprocess("batch_forecast.py", args, tmp_path, monkeypatch, capsys)
+    finally:
+        mlflow.set_tracking_uri(None)
+        for name in os.environ.keys() - environ.keys():
+            del os.environ[name]
+        os.environ.update(environ)
+
+
+def test_cli_server_down_fails_in_bounded_time_with_exit_6(source, tmp_path, monkeypatch, capsys):
     url = f"http://127.0.0.1:{_closed_port()}"
-    env = {**subprocess_env, "MLFLOW_TRACKING_URI": url}
+    # The waits between attempts are recorded, not slept: each attempt itself must fail at once
+    # (MLflow's own retries turned off), whatever the waits.
+    sleeps: list[float] = []
+    clock = SimpleNamespace(monotonic=time.monotonic, perf_counter=time.perf_counter, sleep=sleeps.append)
+    monkeypatch.setattr(batch, "time", clock)
     started = time.monotonic()
     # The defaults: 3 retries 2, 4 and 8 s apart.
     args = _args("models:/m@champion", source, tmp_path / "o.parquet", tmp_path)
-    proc = run_pipeline("batch_forecast.py", args, tmp_path, env, check=False, timeout=120)
+    result = forecast_app(args, url, tmp_path, monkeypatch, capsys)
     took = time.monotonic() - started
-    assert proc.returncode == 6, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
+    assert result.code == 6, result.stderr[-2000:]
+    last = result.last_line
     assert last.startswith(
         f"error: cannot reach the MLflow tracking server at {url} to load models:/m@champion"
     )
     assert "connection refused, 4 attempt(s)" in last
-    assert (proc.stdout + proc.stderr).count("retrying in") == 3
-    assert 14 <= took < 60, took  # 257 s before this change
-    assert "Traceback" not in proc.stderr
+    assert (result.stdout + result.stderr).count("retrying in") == 3
+    assert sleeps == [2, 4, 8]
+    assert took + sum(sleeps) < 60, took  # 257 s before this change
+    assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "uri, named",
     [
@@ -413,25 +429,23 @@ def test_cli_server_down_fails_in_bounded_time_with_exit_6(source, tmp_path, sub
         ("models:/no-such-model@champion", "Registered Model with name=no-such-model not found"),
     ],
 )
-def test_cli_missing_alias_or_name_exits_5(store, source, tmp_path, subprocess_env, uri, named):
+def test_cli_missing_alias_or_name_exits_5(store, source, tmp_path, monkeypatch, capsys, uri, named):
     target = tmp_path / "o.parquet"
     target.write_bytes(b"previous")
-    env = store.env(subprocess_env)
-    proc = run_pipeline("batch_forecast.py", _args(uri, source, target, tmp_path), tmp_path, env, check=False)
-    assert proc.returncode == 5, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1] == f"error: model not found: {uri} ({named})"
-    assert "retrying" not in proc.stdout + proc.stderr
+    result = forecast_app(_args(uri, source, target, tmp_path), store.uri, tmp_path, monkeypatch, capsys)
+    assert result.code == 5, result.stderr[-2000:]
+    assert result.last_line == f"error: model not found: {uri} ({named}) in the MLflow store {store.uri}"
+    assert "retrying" not in result.stdout + result.stderr
     assert target.read_bytes() == b"previous" and beside(target) == []
 
 
-@pytest.mark.slow
-def test_cli_nan_model_exits_8_and_keeps_the_output(store, source, tmp_path, subprocess_env):
+def test_cli_nan_model_exits_8_and_keeps_the_output(store, source, tmp_path, monkeypatch, capsys):
     target = tmp_path / "o.parquet"
     target.write_bytes(b"previous")
     args = [*_args("models:/rel-nan@champion", source, target, tmp_path), "chunk_rows=120", "batch_size=3"]
-    proc = run_pipeline("batch_forecast.py", args, tmp_path, store.env(subprocess_env), check=False)
-    assert proc.returncode == 8, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
+    result = forecast_app(args, store.uri, tmp_path, monkeypatch, capsys)
+    assert result.code == 8, result.stderr[-2000:]
+    last = result.last_line
     expected = (
         r"error: stopped at series 1 to (\d) of the input: the forecast is NaN or infinite for \1 of \1 "
     )
@@ -441,6 +455,8 @@ def test_cli_nan_model_exits_8_and_keeps_the_output(store, source, tmp_path, sub
 
 @pytest.mark.slow
 def test_cli_output_under_a_file_exits_7(store, source, tmp_path, subprocess_env):
+    # The one real process here: the command's exit status and its last stderr line, as a
+    # scheduler sees them (the other exit codes are checked in process, through the same run_app).
     (tmp_path / "afile").write_bytes(b"x")
     target = tmp_path / "afile" / "o.parquet"
     args = _args("models:/rel-test@champion", source, target, tmp_path)
@@ -452,21 +468,22 @@ def test_cli_output_under_a_file_exits_7(store, source, tmp_path, subprocess_env
 
 
 @pytest.mark.slow
-def test_cli_ray_infinite_model_exits_8_with_one_line(store, source, tmp_path, subprocess_env, ray_cluster):
+def test_cli_ray_infinite_model_exits_8_with_one_line(
+    store, source, tmp_path, monkeypatch, capsys, ray_cluster
+):
     pytest.importorskip("ray")
     target = tmp_path / "out"
     target.mkdir()
     (target / "part-0.parquet").write_bytes(b"previous")
-    env = store.env(subprocess_env)
     args = [
         *_args("models:/rel-inf@champion", source, target, tmp_path),
         "engine=ray",
         f"ray.address={ray_cluster.address}",
         "ray.rows_per_partition=200",
     ]
-    proc = run_pipeline("batch_forecast.py", args, tmp_path, env, check=False)
-    assert proc.returncode == 8, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+    result = forecast_app(args, store.uri, tmp_path, monkeypatch, capsys)
+    assert result.code == 8, result.stderr[-3000:]
+    last = result.last_line
     assert last.startswith("error: the forecast is NaN or infinite for ") and "nothing was written" in last
     assert "Failed to apply" not in last and "Traceback" not in last
     assert sorted(p.name for p in target.iterdir()) == ["part-0.parquet"]
