@@ -4,6 +4,7 @@ of cases, and a subprocess per case would spend most of its time importing torch
 
 from __future__ import annotations
 
+import logging
 import os
 import runpy
 import sys
@@ -36,6 +37,8 @@ def run_inprocess(script: str, args: list[str], cwd: Path, monkeypatch, capsys) 
     capsys.readouterr()
     code = 0
     environ = dict(os.environ)  # what the run sets (MLflow's HTTP limits, PL_GLOBAL_SEED) ends with it
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # Hydra attaches its own to the root logger
     try:
         # As `python pipelines/<script>`: its `__main__` block calls run_app(main).
         runpy.run_path(str(ROOT / "pipelines" / script), run_name="__main__")
@@ -47,5 +50,7 @@ def run_inprocess(script: str, args: list[str], cwd: Path, monkeypatch, capsys) 
         GlobalHydra.instance().clear()
         os.environ.clear()
         os.environ.update(environ)
+        root.handlers[:] = handlers
+        root.setLevel(level)
     captured = capsys.readouterr()
     return AppResult(code, captured.err, captured.out)
