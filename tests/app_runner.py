@@ -4,12 +4,14 @@ of cases, and a subprocess per case would spend most of its time importing torch
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import runpy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +56,38 @@ def run_inprocess(script: str, args: list[str], cwd: Path, monkeypatch, capsys) 
         root.setLevel(level)
     captured = capsys.readouterr()
     return AppResult(code, captured.err, captured.out)
+
+
+def run_isolated(
+    script: str, args: list[str], cwd: Path, monkeypatch, capsys, default_store: bool = False
+) -> AppResult:
+    """`run_inprocess`, and afterwards nothing left that the run's own process would have taken
+    with it: the store it pointed MLflow at and the training's matmul precision (the environment
+    and the root logger `run_inprocess` puts back itself). `default_store`: no
+    MLFLOW_TRACKING_URI, so the pipeline's own default (`cwd/mlflow.db`) applies."""
+    import mlflow
+    import torch
+
+    if default_store:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mlflow.set_tracking_uri(None)
+    precision = torch.get_float32_matmul_precision()
+    try:
+        return run_inprocess(script, args, cwd, monkeypatch, capsys)
+    finally:
+        mlflow.set_tracking_uri(None)
+        torch.set_float32_matmul_precision(precision)
+
+
+class Capture:
+    """What capsys gives `run_inprocess`, for a module-scoped fixture (capsys is per test)."""
+
+    def __init__(self) -> None:
+        self.out, self.err = io.StringIO(), io.StringIO()
+
+    def readouterr(self) -> SimpleNamespace:
+        taken = SimpleNamespace(out=self.out.getvalue(), err=self.err.getvalue())
+        for stream in (self.out, self.err):
+            stream.seek(0)
+            stream.truncate()
+        return taken

@@ -7,14 +7,12 @@ reads them; the user is created through the server's admin API, as an operator w
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
-from app_runner import AppResult, run_inprocess
+from app_runner import AppResult, run_isolated
 from mlflow import MlflowClient
 from pipeline_helpers import TINY_TRAIN
 from server_helpers import ADMIN_PASSWORD, MlflowServer
@@ -50,19 +48,12 @@ def _run(
     """`python pipelines/<script> ARGS` in process, as USER with `password` on the server at `url`.
 
     What the run sets for the rest of its process (MLflow's HTTP retries and timeout, Lightning's
-    seed) is undone afterwards, as the end of a process would.
+    seed) is undone afterwards, as the end of a process would (`run_isolated`).
     """
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-    saved = dict(os.environ)
-    try:
-        return run_inprocess(script, args, tmp_path, monkeypatch, capsys)
-    finally:
-        for name in set(os.environ) - set(saved):
-            del os.environ[name]
-        os.environ.update(saved)
-        mlflow.set_tracking_uri(None)
+    return run_isolated(script, args, tmp_path, monkeypatch, capsys)
 
 
 def test_train_register_and_forecast_with_credentials(server, tmp_path, monkeypatch, capsys):

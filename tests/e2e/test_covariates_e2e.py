@@ -4,21 +4,17 @@ in the input and from a future table. The apps run in process, as their `__main_
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from app_runner import AppResult, run_inprocess
+from app_runner import AppResult, Capture, run_isolated
 from covariate_helpers import covariate_frame, split, with_future_rows
 from pipeline_helpers import TINY_TRAIN
 from stores import new_store
@@ -35,36 +31,9 @@ COVARIATES = [
 ]
 
 
-class _Capture:
-    """What capsys gives run_inprocess, for a module-scoped fixture (capsys is per test)."""
-
-    def __init__(self) -> None:
-        self.out, self.err = io.StringIO(), io.StringIO()
-
-    def readouterr(self) -> SimpleNamespace:
-        taken = SimpleNamespace(out=self.out.getvalue(), err=self.err.getvalue())
-        for stream in (self.out, self.err):
-            stream.seek(0)
-            stream.truncate()
-        return taken
-
-
 def run_app(script: str, args: list[str], work: Path, monkeypatch, capsys) -> AppResult:
-    """`python pipelines/<script> <args>` from `work` with its default store (`work/mlflow.db`), in
-    process, and afterwards nothing of it left that its own process would have taken with it: the
-    store it pointed MLflow at, the variables it set (Lightning's seed, Hydra's), the training's
-    matmul precision."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mlflow.set_tracking_uri(None)
-    environ, precision = dict(os.environ), torch.get_float32_matmul_precision()
-    try:
-        return run_inprocess(script, args, work, monkeypatch, capsys)
-    finally:
-        mlflow.set_tracking_uri(None)
-        torch.set_float32_matmul_precision(precision)
-        for name in os.environ.keys() - environ.keys():
-            del os.environ[name]
-        os.environ.update(environ)
+    """The pipeline in process from `work`, with its default store (`work/mlflow.db`)."""
+    return run_isolated(script, args, work, monkeypatch, capsys, default_store=True)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +47,7 @@ def trained(tmp_path_factory):
     history, future = split(frame, 150, horizon=H)
     history.to_csv(work / "train.csv", index=False)
     args = [*TINY_TRAIN, "data.path=train.csv", *COVARIATES, "register=true", "registry.name=cov"]
-    capture = _Capture()
+    capture = Capture()
     with pytest.MonkeyPatch.context() as mp, redirect_stdout(capture.out), redirect_stderr(capture.err):
         result = run_app("train.py", args, work, mp, capture)
     assert result.code == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"

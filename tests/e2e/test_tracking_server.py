@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
-from app_runner import AppResult, run_inprocess
+from app_runner import AppResult, run_isolated
 from mlflow import MlflowClient
 from pipeline_helpers import TINY_TRAIN
 
@@ -23,17 +21,10 @@ def _run(script: str, args: list[str], url: str, tmp_path: Path, monkeypatch, ca
     """`python pipelines/<script> ARGS` in process with MLFLOW_TRACKING_URI=url.
 
     What the run sets for the rest of its process (MLflow's HTTP retries and timeout, Lightning's
-    seed) is undone afterwards, as the end of a process would.
+    seed) is undone afterwards, as the end of a process would (`run_isolated`).
     """
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    saved = dict(os.environ)
-    try:
-        return run_inprocess(script, args, tmp_path, monkeypatch, capsys)
-    finally:
-        for name in set(os.environ) - set(saved):
-            del os.environ[name]
-        os.environ.update(saved)
-        mlflow.set_tracking_uri(None)
+    return run_isolated(script, args, tmp_path, monkeypatch, capsys)
 
 
 def test_train_register_and_forecast_through_a_server(mlflow_server, tmp_path, monkeypatch, capsys):

@@ -4,17 +4,14 @@ The apps run in process, as their `__main__` does (app_runner); the training is 
 
 from __future__ import annotations
 
-import io
 import os
 from contextlib import redirect_stderr, redirect_stdout
-from types import SimpleNamespace
 
 import mlflow
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
-from app_runner import AppResult, run_inprocess
+from app_runner import AppResult, Capture, run_isolated
 from mlflow import MlflowClient
 from pipeline_helpers import TINY_TRAIN
 from stores import new_store
@@ -22,33 +19,9 @@ from stores import new_store
 from forecast.data import synthetic_long
 
 
-class _Capture:
-    """What capsys gives run_inprocess, for a module-scoped fixture (capsys is per test)."""
-
-    def __init__(self) -> None:
-        self.out, self.err = io.StringIO(), io.StringIO()
-
-    def readouterr(self) -> SimpleNamespace:
-        taken = SimpleNamespace(out=self.out.getvalue(), err=self.err.getvalue())
-        for stream in (self.out, self.err):
-            stream.seek(0)
-            stream.truncate()
-        return taken
-
-
 def run_app(script: str, args: list[str], cwd, monkeypatch, capsys) -> AppResult:
-    """`python pipelines/<script> <args>` from `cwd`, in process, and afterwards nothing of it left
-    that its own process would have taken with it: the store it pointed MLflow at, the variables
-    it set (Lightning's seed, Hydra's), the training's matmul precision."""
-    environ, precision = dict(os.environ), torch.get_float32_matmul_precision()
-    try:
-        return run_inprocess(script, args, cwd, monkeypatch, capsys)
-    finally:
-        mlflow.set_tracking_uri(None)
-        torch.set_float32_matmul_precision(precision)
-        for name in os.environ.keys() - environ.keys():
-            del os.environ[name]
-        os.environ.update(environ)
+    """The pipeline in process from `cwd`; MLflow's URI back on its default afterwards."""
+    return run_isolated(script, args, cwd, monkeypatch, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +32,7 @@ def trained(tmp_path_factory):
     frame = synthetic_long(n_series=5, length=160, seed=3)
     frame.to_csv(work / "history.csv", index=False)
     args = [*TINY_TRAIN, "data.path=history.csv", "register=true", "registry.name=e2e"]
-    capture = _Capture()
+    capture = Capture()
     with pytest.MonkeyPatch.context() as mp, redirect_stdout(capture.out), redirect_stderr(capture.err):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mlflow.set_tracking_uri(None)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_runner import AppResult, run_inprocess
+from app_runner import AppResult, run_isolated
 from model_helpers import tiny_forecaster
 from pipeline_helpers import TINY_TRAIN, register_forecaster
 from stores import new_store
@@ -254,24 +254,8 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def run_app(script: str, args: list[str], work: Path, monkeypatch, capsys) -> AppResult:
-    """`python pipelines/<script>` from `work`, in process, with no MLFLOW_TRACKING_URI (the
-    pipeline's own default store, `work/mlflow.db`, applies), and afterwards nothing of it left
-    that its own process would have taken with it: the store it pointed MLflow at, the variables
-    it set (Lightning's seed, Hydra's), the training's matmul precision."""
-    import mlflow
-    import torch
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mlflow.set_tracking_uri(None)
-    environ, precision = dict(os.environ), torch.get_float32_matmul_precision()
-    try:
-        return run_inprocess(script, args, work, monkeypatch, capsys)
-    finally:
-        mlflow.set_tracking_uri(None)
-        torch.set_float32_matmul_precision(precision)
-        for name in os.environ.keys() - environ.keys():
-            del os.environ[name]
-        os.environ.update(environ)
+    """The pipeline in process from `work`, with its default store (`work/mlflow.db`)."""
+    return run_isolated(script, args, work, monkeypatch, capsys, default_store=True)
 
 
 def assert_one_line_error(result: AppResult, case: Case, path: Path) -> None:

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import mlflow
 import numpy as np
 import pytest
-from app_runner import AppResult, run_inprocess
+from app_runner import AppResult, run_isolated
 from mlflow import MlflowClient
 from pipeline_helpers import TINY_TRAIN
 from server_helpers import MlflowServer, free_port
@@ -63,17 +63,10 @@ def _train(args: list[str], tracking_uri: str, tmp_path: Path, monkeypatch, caps
     """`python pipelines/train.py ARGS` from tmp_path with MLFLOW_TRACKING_URI=tracking_uri, in process.
 
     What the run sets for the rest of its process (MLflow's HTTP retries and timeout, the offline
-    store's URI, Lightning's seed) is undone afterwards, as the end of a process would.
+    store's URI, Lightning's seed) is undone afterwards, as the end of a process would (`run_isolated`).
     """
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    saved = dict(os.environ)
-    try:
-        return run_inprocess("train.py", args, tmp_path, monkeypatch, capsys)
-    finally:
-        for name in set(os.environ) - set(saved):
-            del os.environ[name]
-        os.environ.update(saved)
-        mlflow.set_tracking_uri(None)
+    return run_isolated("train.py", args, tmp_path, monkeypatch, capsys)
 
 
 def _sync(argv: list[str], capsys) -> tuple[int, str, str]:
