@@ -184,6 +184,23 @@ def cut_table(table: pa.Table, as_of: AsOf, time_col: str) -> pa.Table:
     return as_of.keep(table, time_col)
 
 
+def later_ids(table: pa.Table, as_of: AsOf, time_col: str, id_col: str) -> pa.Table:
+    """The id column of the rows after `as_of` (a plain function, for Ray Data's `map_batches`:
+    the series a cut shortens)."""
+    return table.select([id_col]).filter(pa.array(as_of.after(table, time_col)))
+
+
+def warn_cut(as_of: AsOf, rows: int, series: int) -> None:
+    """No silent cut: the rows dropped after `as_of` and how many series they shorten."""
+    log.warning(
+        "as_of=%s cut %d later row(s) of %d series: they are forecast from their history up to "
+        "as_of, not from the end of the input; give as_of=null to forecast from the end",
+        as_of.label,
+        rows,
+        series,
+    )
+
+
 def empty_after(table: pa.Table, as_of: AsOf, time_col: str, target_col: str) -> pa.Table:
     """`as_of` for a model with future-known covariates and no future table: the rows after the
     cut stay as future rows, their covariates read, their target emptied (a plain function, for
@@ -260,14 +277,8 @@ class HistoryCut:
                 self.as_of.describe(self.time_col),
                 self.dropped,
             )
-        if self.cut_series:  # no silent cut: these series are forecast from a shortened history
-            log.warning(
-                "as_of=%s cut %d later row(s) of %d series: they are forecast from their history up to "
-                "as_of, not from the end of the input; give as_of=null to forecast from the end",
-                self.as_of.label,
-                self.dropped,
-                len(self.cut_series),
-            )
+        if self.cut_series:  # these series are forecast from a shortened history
+            warn_cut(self.as_of, self.dropped, len(self.cut_series))
 
 
 class FutureCut(HistoryCut):

@@ -327,6 +327,7 @@ def test_the_ray_engine_cuts_partitions_and_is_done_once(work, store, monkeypatc
     (run,) = runs_for(store, folder)
     assert run.data.params["engine"] == "ray" and run.data.metrics["series"] == 3
     assert run.data.metrics["rows_dropped"] == 3 * 32
+    assert "WARNING" in result.stdout and "as_of=2024-01-02 cut 96 later row(s) of 3 series" in result.stdout
 
     again = forecast(work, monkeypatch, capsys, *options, output=ray_out)
     assert again.code == 0 and "already done: " in again.stdout

@@ -237,7 +237,7 @@ def forecast_on_ray(
     ray = _import_ray()
     import mlflow
 
-    from forecast.asof import AsOf, cut_table, empty_after, no_history
+    from forecast.asof import AsOf, cut_table, empty_after, later_ids, no_history, warn_cut
     from forecast.batch import resolve_model
     from forecast.data.io import table_columns
     from forecast.data.validation import validate_long_frame
@@ -289,6 +289,13 @@ def forecast_on_ray(
                 as_of.describe(columns.time_col),
                 dropped,
             )
+        if dropped and not keep_after:  # dropped, not kept as future rows: say whose
+            later = raw.map_batches(
+                later_ids,
+                fn_kwargs={"as_of": as_of, "time_col": columns.time_col, "id_col": columns.id_col},
+                batch_format="pyarrow",
+            )
+            warn_cut(as_of, dropped, len(later.unique(columns.id_col)))
         if rows == 0 and dropped:
             raise no_history(as_of, source, _earliest(raw, columns.time_col), columns.time_col)
         if rows == 0:  # the contract's "no rows" error
