@@ -249,10 +249,12 @@ class HistoryCut:
 
     def _cut(self, table: pa.Table) -> tuple[pa.Table, int]:
         """(what goes on, how many rows of history it keeps): the rows at or before `as_of`."""
-        kept = self.as_of.keep(table, self.time_col)
-        if self.id_col is not None and kept.num_rows < table.num_rows:
-            later = table.filter(pa.array(self.as_of.after(table, self.time_col)))
-            self.cut_series.update(pc.unique(later.column(self.id_col)).to_pylist())
+        after = self.as_of.after(table, self.time_col)  # one mask: what goes, and whose it is
+        if not after.any():
+            return table, table.num_rows
+        if self.id_col is not None:
+            self.cut_series.update(pc.unique(table.column(self.id_col).filter(pa.array(after))).to_pylist())
+        kept = table.filter(pa.array(~after))
         return kept, kept.num_rows
 
     def tables(self, tables: Iterable[pa.Table]) -> Iterator[pa.Table]:

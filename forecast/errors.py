@@ -42,11 +42,17 @@ class MissingFutureError(DataValidationError):
     """
 
     def __init__(
-        self, count: int, named: list[str], where: str, columns: list[str], horizon: int, target: str
+        self,
+        count: int,
+        named: list[str],
+        where: str,
+        columns: list[str],
+        horizon: int,
+        target: str,
+        note: str = "",
     ):
-        self.count, self.named, self.where = count, named, where
+        self.count, self.named, self.where, self.note = count, named, where, note
         self.columns, self.horizon, self.target = columns, horizon, target
-        self.note = ""
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -62,24 +68,14 @@ class MissingFutureError(DataValidationError):
 
     def plus(self, other: MissingFutureError) -> MissingFutureError:
         """Both chunks' series in one error: the total count, the first few named."""
-        merged = MissingFutureError(
-            self.count + other.count,
-            self.named + other.named,
-            self.where,
-            self.columns,
-            self.horizon,
-            self.target,
-        )
-        return merged
+        rest = (self.where, self.columns, self.horizon, self.target, self.note)
+        return MissingFutureError(self.count + other.count, self.named + other.named, *rest)
 
     def cut_at(self, as_of_label: str) -> MissingFutureError:
         """The same error, saying that `as_of` cut each series' history (so its horizon starts there)."""
-        noted = MissingFutureError(
-            self.count, self.named, self.where, self.columns, self.horizon, self.target
-        )
-        noted.note = f"; as_of={as_of_label} cut the input there, so the horizon starts after it"
-        noted.args = (noted._text(),)
-        return noted
+        note = f"; as_of={as_of_label} cut the input there, so the horizon starts after it"
+        rest = (self.where, self.columns, self.horizon, self.target, note)
+        return MissingFutureError(self.count, self.named, *rest)
 
 
 class InputFileError(DataValidationError):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from server_helpers import free_port
+from server_helpers import free_port, kill_group
 
 
 class RayHead:
@@ -62,11 +61,6 @@ class RayHead:
 
     def stop(self) -> None:
         """SIGKILL the head's process group: a throwaway cluster (a SIGTERM waited 10 s every time)."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
+        if self.proc is not None:
+            kill_group(self.proc)
         self.proc = None

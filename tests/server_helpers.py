@@ -14,6 +14,15 @@ from pathlib import Path
 ADMIN_PASSWORD = "admin-password-for-tests"  # the basic-auth app needs >= 12 characters
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started with start_new_session=True and all it started; reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
 def free_port() -> int:
     """A port nothing listens on (nothing will, until a test starts a server there)."""
     with socket.socket() as s:
@@ -83,11 +92,7 @@ class MlflowServer:
     def kill(self) -> None:
         """SIGKILL to the server and its workers, as a crash: no goodbye to the clients."""
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=30)
+            kill_group(self.proc)
         self.proc = None
 
     def stop(self) -> None:

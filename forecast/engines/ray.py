@@ -280,8 +280,12 @@ def forecast_on_ray(
                 kwargs = {"as_of": as_of, "time_col": columns.time_col, "target_col": columns.target_col}
                 data = raw.map_batches(empty_after, fn_kwargs=kwargs, batch_format="pyarrow")
         rows = cut.count()
+        later = None
         if as_of.value is not None:
-            dropped = raw.count() - rows
+            # The ids of the rows after as_of, kept (small): their count and their series in one pass.
+            kwargs = {"as_of": as_of, "time_col": columns.time_col, "id_col": columns.id_col}
+            later = raw.map_batches(later_ids, fn_kwargs=kwargs, batch_format="pyarrow").materialize()
+            dropped = later.count()
             log.info(
                 "as_of=%s: kept %d rows (%s), dropped %d",
                 as_of.label,
@@ -290,11 +294,6 @@ def forecast_on_ray(
                 dropped,
             )
         if dropped and not keep_after:  # dropped, not kept as future rows: say whose
-            later = raw.map_batches(
-                later_ids,
-                fn_kwargs={"as_of": as_of, "time_col": columns.time_col, "id_col": columns.id_col},
-                batch_format="pyarrow",
-            )
             warn_cut(as_of, dropped, len(later.unique(columns.id_col)))
         if rows == 0 and dropped:
             raise no_history(as_of, source, _earliest(raw, columns.time_col), columns.time_col)
