@@ -10,6 +10,11 @@ when the input has grown since:
 - an integer keeps the rows with `ds <= as_of`, for models of integer time steps;
 - `None` (`as_of=null`) keeps everything.
 
+`strict` (`as_of_strict=true`): a row after `as_of` with an observed target is not cut but
+refused, a LateRowsError naming the rows and their series, and nothing is written: for inputs
+that should end on the `as_of` day, where such a row means the wrong day or the wrong file.
+Rows after `as_of` with an empty target (placeholders, a covariate model's future rows) pass.
+
 Rows whose time stamp cannot be compared here (null, unparseable, time-zone-aware) are kept, so
 that the data contract's validation refuses them with its own message. This module imports no
 torch, MLflow or Lightning: Ray workers run the cut.
@@ -28,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forecast.errors import ConfigError, NoHistoryError
+from forecast.errors import ConfigError, LateRowsError, NoHistoryError
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +48,37 @@ _FORMS = "give a date YYYY-MM-DD, today (the current date in UTC), an integer ti
 
 @dataclass(frozen=True)
 class AsOf:
-    """A parsed `as_of`: a date, an integer time step, or None for no cut."""
+    """A parsed `as_of`: a date, an integer time step, or None for no cut; `strict`: observed
+    targets after it are refused rather than cut (see the module docstring)."""
 
     value: date | int | None
+    strict: bool = False
 
     @classmethod
-    def parse(cls, value: object, now: datetime | None = None) -> AsOf:
+    def parse(cls, value: object, now: datetime | None = None, strict: object = False) -> AsOf:
         """`today`, `YYYY-MM-DD`, an integer or None (`null`/`none`); anything else is a ConfigError."""
+        if not isinstance(strict, bool):
+            raise ConfigError(f"as_of_strict must be true or false, got {strict!r}")
+        return cls(cls._value(value, now), strict)
+
+    @staticmethod
+    def _value(value: object, now: datetime | None) -> date | int | None:
         if value is None:
-            return cls(None)
+            return None
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(f"as_of={value!r} is not a date: {_FORMS}")
         if isinstance(value, int):
-            return cls(value)
+            return value
         text = value.strip()
         if text.lower() in ("null", "none"):
-            return cls(None)
+            return None
         if text.lower() == TODAY:
-            return cls((now or datetime.now(UTC)).date())
+            return (now or datetime.now(UTC)).date()
         if _INTEGER.fullmatch(text):
-            return cls(int(text))
+            return int(text)
         if _DATE.fullmatch(text):
             try:
-                return cls(date.fromisoformat(text))
+                return date.fromisoformat(text)
             except ValueError as err:
                 raise ConfigError(f"as_of={value!r} is not a calendar date ({err}): {_FORMS}") from None
         raise ConfigError(f"as_of={value!r} is not a date: {_FORMS}")
@@ -126,6 +139,19 @@ class AsOf:
         if mask is None:
             return np.zeros(n, dtype=bool)
         return ~np.asarray(pc.fill_null(mask, True), dtype=bool)
+
+    def late(self, table: pa.Table, time_col: str, target_col: str) -> np.ndarray:
+        """(rows,) bool: True where a row is later than `as_of` and its target is observed (not
+        null, not NaN): what `strict` refuses."""
+        after = self.after(table, time_col)
+        if not after.any():
+            return after
+        target = table.column(target_col)
+        if pa.types.is_floating(target.type):
+            observed = ~np.isnan(target.to_numpy(zero_copy_only=False))  # nulls come as NaN
+        else:
+            observed = np.asarray(pc.is_valid(target), dtype=bool)
+        return after & observed
 
     def _mask(self, column: pa.ChunkedArray, time_col: str) -> pa.ChunkedArray | pa.Array | None:
         """True where a row is kept; None where this column cannot be compared here."""
@@ -190,6 +216,24 @@ def later_ids(table: pa.Table, as_of: AsOf, time_col: str, id_col: str) -> pa.Ta
     return table.select([id_col]).filter(pa.array(as_of.after(table, time_col)))
 
 
+def late_ids(table: pa.Table, as_of: AsOf, time_col: str, id_col: str, target_col: str) -> pa.Table:
+    """The id column of the rows after `as_of` with an observed target (a plain function, for Ray
+    Data's `map_batches`: what `as_of_strict` refuses)."""
+    return table.select([id_col]).filter(pa.array(as_of.late(table, time_col, target_col)))
+
+
+def late_rows(as_of: AsOf, rows: int, series: Iterable[object], time_col: str = "ds") -> LateRowsError:
+    """The error of `as_of_strict=true` for `rows` observed rows after `as_of` in `series`."""
+    ids = sorted(set(series), key=str)
+    shown = ", ".join(repr(_plain(i)) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return LateRowsError(
+        f"as_of={as_of.label} with as_of_strict=true: the input has {rows} row(s) with an observed "
+        f"target after as_of (kept rows: {as_of.describe(time_col)}) in {len(ids)} series ({shown}); "
+        "nothing was written: give the as_of of the input's last day or an input that ends on "
+        "as_of, or as_of_strict=false to forecast from the history up to as_of"
+    )
+
+
 def warn_cut(as_of: AsOf, rows: int, series: int) -> None:
     """No silent cut: the rows dropped after `as_of` and how many series they shorten."""
     log.warning(
@@ -240,12 +284,29 @@ class HistoryCut:
     # the log line's words for the rows after as_of
     later = "dropped %d later row(s)"
 
-    def __init__(self, as_of: AsOf | None, time_col: str, source: object, id_col: str | None = None):
+    def __init__(
+        self,
+        as_of: AsOf | None,
+        time_col: str,
+        source: object,
+        id_col: str | None = None,
+        target_col: str | None = None,
+    ):
         self.as_of = as_of or AsOf(None)
-        self.time_col, self.source, self.id_col = time_col, source, id_col
-        self.kept = self.dropped = 0
+        self.time_col, self.source, self.id_col, self.target_col = time_col, source, id_col, target_col
+        if self.as_of.strict and (id_col is None or target_col is None):
+            raise ValueError("a strict as_of needs the id and target columns: it names the rows it refuses")
+        self.kept = self.dropped = self.late = 0
         self.cut_series: set = set()  # ids with rows after as_of (when id_col is given)
+        self.late_series: set = set()  # ids with observed targets after as_of (strict)
         self._first: object = None
+
+    def _count_late(self, table: pa.Table) -> None:
+        """`as_of.strict`: count the rows after `as_of` with an observed target, and their series."""
+        late = self.as_of.late(table, self.time_col, self.target_col)
+        if late.any():
+            self.late += int(late.sum())
+            self.late_series.update(pc.unique(table.column(self.id_col).filter(pa.array(late))).to_pylist())
 
     def _cut(self, table: pa.Table) -> tuple[pa.Table, int]:
         """(what goes on, how many rows of history it keeps): the rows at or before `as_of`."""
@@ -258,8 +319,14 @@ class HistoryCut:
         return kept, kept.num_rows
 
     def tables(self, tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
-        """The tables cut at `as_of` (`_cut`); NoHistoryError when no row of history is left."""
+        """The tables cut at `as_of` (`_cut`); NoHistoryError when no row of history is left.
+
+        `as_of.strict`: once a table holds an observed target after `as_of`, nothing more is
+        passed on, the rest is only counted, and the end is a LateRowsError with the totals.
+        """
         for table in tables:
+            if self.as_of.strict:
+                self._count_late(table)
             out, kept = self._cut(table)
             self.kept += kept
             self.dropped += table.num_rows - kept
@@ -267,10 +334,12 @@ class HistoryCut:
                 first = pc.min(table.column(self.time_col)).as_py()
                 if first is not None and (self._first is None or _earlier(first, self._first)):
                     self._first = first
-            if out.num_rows:
+            if out.num_rows and not self.late:
                 yield out
         if self.dropped and not self.kept:
             raise no_history(self.as_of, self.source, self._first, self.time_col)
+        if self.late:
+            raise late_rows(self.as_of, self.late, self.late_series, self.time_col)
         if self.as_of.value is not None:
             log.info(
                 "as_of=%s: kept %d rows (%s), " + self.later,
@@ -290,9 +359,10 @@ class FutureCut(HistoryCut):
 
     later = "%d later row(s) used as future rows only"
 
-    def __init__(self, as_of: AsOf | None, time_col: str, target_col: str, source: object):
-        super().__init__(as_of, time_col, source)
-        self.target_col = target_col
+    def __init__(
+        self, as_of: AsOf | None, time_col: str, target_col: str, source: object, id_col: str | None = None
+    ):
+        super().__init__(as_of, time_col, source, id_col, target_col)
 
     def _cut(self, table: pa.Table) -> tuple[pa.Table, int]:
         after = self.as_of.after(table, self.time_col)

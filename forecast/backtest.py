@@ -38,7 +38,7 @@ CONFIG_FILE = "config.yaml"  # the training config logged beside the model's fil
 class BacktestResult:
     """The forecasts of every window and their scores, beside the seasonal-naive baseline."""
 
-    table: pd.DataFrame  # unique_id, cutoff, ds, y, y_hat (or y_hat_qNN ...), [y_hat_lo_80 ...]
+    table: pd.DataFrame  # unique_id, cutoff, ds, y, y_hat, [y_hat_qNN ...], [y_hat_lo_80 ...]
     # overall: mae, rmse, smape, mase, [pinball, coverage], [coverage_80, width_80 ...], snaive_*
     metrics: dict[str, float]
     by_window: pd.DataFrame  # one row per window (0 = oldest cutoff): the same metrics
@@ -254,7 +254,7 @@ def backtest_frame(
     scaled = forecaster.scaled_windows(cut)
     preds = forecaster.predict_scaled(
         scaled.windows, batch_size, scaled.step, scaled.series, scaled.covariates, scaled.loc, scaled.scale
-    )  # (W, H, Q)
+    )  # (W, H, 1 + Q): y_hat, then the quantiles
     preds = preds * scaled.scale[:, None, None] + scaled.loc[:, None, None]
     check_finite(preds, cut.ids)
 
@@ -265,8 +265,8 @@ def backtest_frame(
     mask = np.isfinite(y) & np.isfinite(snaive)
 
     quantiles = list(s.quantiles)
-    point = preds[:, :, s.point_index].astype(np.float64)
-    qpred = np.sort(preds.astype(np.float64), axis=-1) if quantiles else None
+    point = preds[:, :, 0].astype(np.float64)  # y_hat: a quantile or distribution model's median
+    qpred = np.sort(preds[:, :, 1:].astype(np.float64), axis=-1) if quantiles else None
     intervals = forecaster.intervals
     bounds = intervals.bounds(point, scaled.scale, scaled.windows) if intervals is not None else {}
     cells = interval_scores(y, bounds, intervals.levels) if intervals is not None else {}
@@ -315,7 +315,7 @@ def backtest_frame(
             c.target_col: y.reshape(-1).astype(np.float32),
         }
     )
-    for q, name in enumerate(s.output_columns):
+    for q, name in enumerate(s.output_columns):  # the forecast's own columns, in its order
         table[name] = preds[:, :, q].reshape(-1)
     for name, values in bounds.items():
         table[name] = values.reshape(-1).astype(np.float32)

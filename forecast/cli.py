@@ -59,6 +59,17 @@ def _config_error(err: BaseException) -> ConfigError | None:
             f"unknown config key '{key}': check its spelling against `--cfg job` "
             f"(to add a key the config does not have, use +{key}=...)"
         )
+    typed = re.search(r"Key '([^']+)' not in '(\w+)'", text)
+    if unknown and typed:  # a typed group (forecast.config): name the keys it has
+        from forecast import config
+
+        schema = getattr(config, typed[2], None)
+        valid = f"; valid: {', '.join(schema.keys())}" if isinstance(schema, type) else ""
+        return ConfigError(f"unknown config key '{unknown[1]}'{valid}")
+    wrong = re.search(r"full_key: (\S+)", text)
+    value = re.search(r"(Value '.*?' (?:of type .*? could not be converted to \w+|is not a valid \w+))", text)
+    if wrong and value:  # a wrong type for a typed option
+        return ConfigError(f"{wrong[1]}: {value[1]}")
     return ConfigError("; ".join(lines))
 
 

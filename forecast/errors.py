@@ -34,6 +34,10 @@ class NoHistoryError(DataValidationError):
     """No row of the input is at or before `as_of` (a date before the history starts)."""
 
 
+class LateRowsError(DataValidationError):
+    """Rows with an observed target after `as_of`, refused under `as_of_strict=true`."""
+
+
 class MissingFutureError(DataValidationError):
     """Series without future-known values over the whole horizon: how many in all, a few named.
 

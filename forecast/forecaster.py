@@ -31,6 +31,7 @@ from forecast.errors import ConfigError, MissingFutureError, ModelNotFoundError,
 from forecast.intervals import INTERVALS, ConformalIntervals
 from forecast.models import distributions
 from forecast.models.inputs import input_keys
+from forecast.models.outputs import median_of_quantiles
 from forecast.models.registry import build_net
 
 if TYPE_CHECKING:
@@ -38,9 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: settings carry `config` (the typed options); 1 still loads
 WEIGHTS, SETTINGS, SCALER = "weights.safetensors", "model.json", "scaler.parquet"
 ONNX = "model.onnx"  # optional serving copy of the network (see `Forecaster.save(export=...)`)
+POINT = "y_hat"  # the point forecast: the first forecast column of every model (docs/batch.md)
 
 Runtime = Literal["auto", "torch", "onnx"]
 # The batch (forecast.models.inputs: x (B, L) float32 scaled windows with zeros where missing,
@@ -65,15 +67,23 @@ class ForecasterSettings:
     # The fitted covariate encoder (`forecast.data.covariates.CovariateEncoder.to_dict()`);
     # None: the model reads the target alone (every model saved before covariates existed).
     covariates: dict[str, Any] | None = None
+    # The options it was trained with (`forecast.config.SavedConfig`: data, model, train and
+    # their schema version); None for models saved before format 2.
+    config: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     forecast_version: str = __version__
 
     @property
-    def output_columns(self) -> list[str]:
-        """`y_hat`, or one `y_hat_qNN` per quantile."""
-        if not self.quantiles:
-            return ["y_hat"]
+    def quantile_columns(self) -> list[str]:
+        """One `y_hat_qNN` per quantile level, in the order of `quantiles` (ascending)."""
         return [f"y_hat_q{round(q * 100):02d}" for q in self.quantiles]
+
+    @property
+    def output_columns(self) -> list[str]:
+        """The forecast columns the network's output becomes, in order: `y_hat`, then the
+        quantiles (`predict_scaled`'s last axis). Computed from the settings at forecast time, so
+        a model saved before `y_hat` was always written writes it too."""
+        return [POINT, *self.quantile_columns]
 
     @property
     def distribution(self) -> str | None:
@@ -84,12 +94,29 @@ class ForecasterSettings:
 
     @property
     def point_index(self) -> int:
-        """Which output is the point forecast: the only one, the median, or the middle quantile."""
-        if not self.quantiles:
-            return 0
-        if 0.5 in self.quantiles:
-            return self.quantiles.index(0.5)
-        return len(self.quantiles) // 2
+        """Where the point forecast is among `output_columns`: first, always (`y_hat`)."""
+        return 0
+
+
+def forecast_columns(settings: ForecasterSettings, intervals: ConformalIntervals | None) -> list[str]:
+    """The output contract (docs/batch.md, Output columns): id, time, `y_hat`, the quantiles
+    ascending, then `y_hat_lo_NN`, `y_hat_hi_NN` per interval level ascending."""
+    c = settings.columns
+    bands = intervals.columns if intervals is not None else []
+    return [c["id_col"], c["time_col"], *settings.output_columns, *bands]
+
+
+def saved_columns(folder: str | Path) -> list[str]:
+    """The columns the model saved in `folder` forecasts, read from its settings and intervals
+    files alone (no weights, no forecast): what the promotion gate compares."""
+    folder = Path(folder)
+    raw = json.loads((folder / SETTINGS).read_text())
+    if raw.get("format_version", 0) > FORMAT_VERSION:  # as `Forecaster.load` refuses it
+        raise ValueError(
+            f"model at {folder} has format {raw['format_version']}, newer than this forecast "
+            f"{__version__} reads ({FORMAT_VERSION}); upgrade the package"
+        )
+    return forecast_columns(ForecasterSettings(**raw), ConformalIntervals.load(folder))
 
 
 def future_timestamps(last: pd.Series, horizon: int, freq: str | int) -> np.ndarray:
@@ -318,6 +345,11 @@ class Forecaster:
         self.keys = input_keys(settings.net_params)  # the batch keys the net reads
         self.runtime = "torch"
         self._run: NetRunner = torch_runner(self.net, self.keys)
+
+    @property
+    def output_columns(self) -> list[str]:
+        """The columns of every forecast of this model, in order (`forecast_columns`)."""
+        return forecast_columns(self.settings, self.intervals)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | Path, export: Sequence[str] | None = None) -> Path:
@@ -706,7 +738,8 @@ class Forecaster:
         )
 
     def forecast_windows(self, windows: ScaledWindows, batch_size: int = 4096) -> pd.DataFrame:
-        """Run the network and lay the forecast out as a long table (id, time, outputs)."""
+        """Run the network and lay the forecast out as a long table in the columns of
+        `output_columns` (id, time, y_hat, quantiles, intervals)."""
         s, c = self.settings, self.columns
         preds = self.predict_scaled(
             windows.windows,
@@ -727,10 +760,10 @@ class Forecaster:
                 c.time_col: future_timestamps(pd.Series(windows.last_time), s.horizon, s.freq),
             }
         )
-        for q, name in enumerate(s.output_columns):
+        for q, name in enumerate(s.output_columns):  # y_hat first, then the quantiles
             out[name] = preds[:, :, q].reshape(-1)
-        if self.intervals is not None:
-            bounds = self.intervals.bounds(preds[:, :, s.point_index], windows.scale, windows.windows)
+        if self.intervals is not None:  # around y_hat, as they were calibrated
+            bounds = self.intervals.bounds(preds[:, :, 0], windows.scale, windows.windows)
             for name, values in bounds.items():
                 out[name] = values.reshape(-1)
         return out
@@ -756,12 +789,14 @@ class Forecaster:
         loc: np.ndarray | None = None,
         scale: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(N, L) scaled windows, NaN where missing -> (N, H, Q) scaled forecasts.
+        """(N, L) scaled windows, NaN where missing -> (N, H, 1 + Q) scaled forecasts.
 
-        Every model returns its forecast columns: a distribution model's net outputs parameters,
-        turned here into its quantiles (`distributions.quantiles`), whatever runs the net (PyTorch
-        or ONNX). A negbin model also needs `loc` and `scale` (N,), the windows' scaling
-        (`ScaledWindows`), since its counts live on the raw scale.
+        Every model returns its forecast columns (`ForecasterSettings.output_columns`): the point
+        forecast first (`y_hat`), then its Q quantiles, whatever runs the net (PyTorch or ONNX).
+        A distribution model's net outputs parameters, turned here into its exact median and
+        quantiles (`distributions.quantiles`); a quantile head's point forecast is its median
+        (`median_of_quantiles`). A negbin model also needs `loc` and `scale` (N,), the windows'
+        scaling (`ScaledWindows`), since its counts live on the raw scale.
 
         A model with a learned cycle also needs `step`, each window's absolute step number of
         its first forecast step (`forecast.data.calendar.step_index`), and may take `series`,
@@ -786,7 +821,7 @@ class Forecaster:
                     f"this model reads covariates: predict_scaled needs {absent} for every window"
                 )
             batch.update(covariates)
-        kind = self.settings.distribution
+        kind, levels = self.settings.distribution, self.settings.quantiles
         if kind == "negbin" and (loc is None or scale is None):
             raise ValueError("this model forecasts counts (negbin): predict_scaled needs `loc` and `scale`")
         batch_size = min(batch_size, self._max_batch())
@@ -798,11 +833,13 @@ class Forecaster:
                 out = distributions.quantiles(
                     kind,
                     out,
-                    self.settings.quantiles,
+                    [0.5, *levels],  # the exact median, whether or not 0.5 is among the levels
                     None if loc is None else np.asarray(loc)[part],
                     None if scale is None else np.asarray(scale)[part],
-                )  # (b, H, Q)
-            outputs.append(out)
+                )  # (b, H, 1 + Q)
+            elif levels:
+                out = np.concatenate([median_of_quantiles(out, levels)[..., None], out], axis=-1)
+            outputs.append(out)  # (b, H, 1 + Q): y_hat, then the quantiles
         if not outputs:
             return np.zeros((0, self.settings.horizon, len(self.settings.output_columns)), np.float32)
         return np.concatenate(outputs)

@@ -216,7 +216,7 @@ def window_residuals(
         covariates = {k: batch[k].numpy() for k in COVARIATE_KEYS if k in batch}
         loc, spread = batch["loc"].numpy(), batch["scale"].numpy()  # (B,): a negbin model's counts need them
         pred = forecaster.predict_scaled(x, batch_size, step, series, covariates, loc=loc, scale=spread)
-        pred = pred[:, :, point]  # (B, H)
+        pred = pred[:, :, point]  # (B, H) y_hat: the median of a quantile or distribution model
         err = np.abs(batch["y"].numpy().astype(np.float64) - pred) / np.reshape(
             score_units(scale, x), (-1, 1)
         )

@@ -40,6 +40,7 @@ def plot_forecasts(
             ax.fill_between(
                 fut[c.time_col], fut[quantiles[0]], fut[quantiles[-1]], alpha=0.3, label="interval"
             )
+        # Forecasts written before every model wrote y_hat have quantile columns only.
         point = "y_hat" if "y_hat" in fut else quantiles[len(quantiles) // 2]
         ax.plot(fut[c.time_col], fut[point], color="tab:blue", lw=1.2, label="forecast")
         ax.set_title(str(uid), fontsize=9)

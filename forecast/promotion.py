@@ -5,6 +5,11 @@ the candidate wins if its metric (lower is better) beats the champion's by a rel
 or with `force`. The decision, both scores and the data (path and digest) go into one MLflow run
 and onto both versions' tags.
 
+Output columns: a candidate whose forecast would lack a column the champion's has (its quantiles,
+its intervals; read from both versions' saved settings, `forecast.forecaster.saved_columns`) is
+refused before any backtest, a ConfigError, unless `force`: downstream readers of the forecast
+rely on the columns it writes (docs/batch.md, Output columns).
+
 Concurrency: the `champion` alias is only ever moved with `set_registered_model_alias`, which
 replaces it in one transaction, and never deleted, so a registry that had a champion always
 has one. Just before moving it the gate reads it again: if another promotion moved it meanwhile,
@@ -36,7 +41,7 @@ from forecast.backtest import (
 )
 from forecast.data.io import read_table
 from forecast.errors import ConfigError, ModelNotFoundError, require_int
-from forecast.forecaster import Forecaster, Runtime
+from forecast.forecaster import Forecaster, Runtime, saved_columns
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +121,21 @@ class _Scorer:
     runtime: Runtime
     results: dict[str, BacktestResult] = field(default_factory=dict)
     horizons: dict[str, int] = field(default_factory=dict)
+    folders: dict[str, Path] = field(default_factory=dict)
+
+    def folder(self, version: str) -> Path:
+        """The version's forecaster folder, downloaded once."""
+        if version not in self.folders:
+            self.folders[version] = download(self.name, version)
+        return self.folders[version]
+
+    def columns(self, version: str) -> list[str]:
+        """The columns the version's forecasts have, from its saved files (no forecast run)."""
+        return saved_columns(self.folder(version))
 
     def __call__(self, version: str) -> BacktestResult:
         if version not in self.results:
-            folder = download(self.name, version)
-            forecaster = Forecaster.load(folder, runtime=self.runtime)
+            forecaster = Forecaster.load(self.folder(version), runtime=self.runtime)
             self.horizons[version] = forecaster.settings.horizon
             log.info("backtesting %s version %s", self.name, version)
             self.results[version] = backtest_frame(
@@ -148,6 +163,44 @@ def download(name: str, version: str) -> Path:
 
     folder, _ = resolve_model(f"models:/{name}/{version}")
     return folder
+
+
+def check_columns(scorer: _Scorer, cand: str, champ: str, force: bool) -> list[str]:
+    """The champion's output columns the candidate would not write (none: it passes).
+
+    Refused with a ConfigError unless `force`, which logs them as a WARNING instead. The check
+    goes onto the active MLflow run's tags: `columns_check` (ok, refused or forced),
+    `columns_dropped` and both versions' columns (`candidate_columns`, `champion_columns`).
+    """
+    have, had = scorer.columns(cand), scorer.columns(champ)
+    dropped = [col for col in had if col not in have]
+    outcome = "ok" if not dropped else "forced" if force else "refused"
+    mlflow.set_tags(
+        {
+            "columns_check": outcome,
+            "columns_dropped": ",".join(dropped),
+            "candidate_columns": ",".join(have),
+            "champion_columns": ",".join(had),
+        }
+    )
+    if not dropped:
+        return dropped
+    if not force:
+        refusal = ConfigError(
+            f"candidate version {cand} would drop output column(s) {dropped} that champion version "
+            f"{champ} writes (it writes {have}): readers of the forecast would lose them; promote it "
+            "anyway with force=true"
+        )
+        mlflow.set_tags({"decision": "refused", "reason": str(refusal)})
+        raise refusal
+    log.warning(
+        "force=true: candidate version %s drops output column(s) %s of champion version %s; "
+        "readers of the forecast lose them",
+        cand,
+        dropped,
+        champ,
+    )
+    return dropped
 
 
 def _score(result: BacktestResult, metric: str, version: str) -> float:
@@ -192,12 +245,15 @@ def promote(
     cand = str(candidate.version)
     history = read_table(input_path)
     digest = data_digest(input_path)
-    folder = download(name, cand)
+    folders = {cand: download(name, cand)}  # each version is downloaded once (`_Scorer.folder`)
+    folder = folders[cand]
     if season_length is None and model_season_length(folder) is None:
         champion = _alias(client, name, champion_alias)
-        folder = download(name, str(champion.version)) if champion is not None else folder
+        if champion is not None:
+            version = str(champion.version)
+            folder = folders[version] = folders.get(version) or download(name, version)
     season = resolve_season_length(season_length, folder)
-    scorer = _Scorer(name, history, n_windows, step, season, batch_size, runtime)
+    scorer = _Scorer(name, history, n_windows, step, season, batch_size, runtime, folders=folders)
 
     experiment = _experiment(experiment_name, root_dir)
     with mlflow.start_run(experiment_id=experiment, run_name=f"promote {name} v{cand}") as run:
@@ -271,6 +327,10 @@ def _decide(
     for _ in range(ROUNDS):
         champ = None if champion is None else str(champion.version)
         decision = Decision(False, "", name, metric, cand, champ)
+        if champ is not None and champ != cand:
+            check_columns(scorer, cand, champ, force)  # before the backtests: refused at once
+        else:
+            mlflow.set_tags({"columns_check": "skipped", "columns_dropped": ""})  # nothing to lose
         cand_result = scorer(cand)
         decision.scores["candidate"] = _score(cand_result, metric, cand)
         if champ == cand:

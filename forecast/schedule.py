@@ -15,7 +15,7 @@ UTC) and retries it when it fails, so a run must be safe to repeat (docs/batch.m
   found again by its `batch_key` tag: a retry after a failure or an `overwrite=true` reuses it
   (when its params are the same; one with other params, e.g. another input, is deleted and
   replaced). It holds the params model_uri, model_version, input, output and engine, the tags
-  as_of and model_version, and the metrics series, rows, rows_dropped and seconds; it ends
+  as_of, as_of_strict and model_version, and the metrics series, rows, rows_dropped and seconds; it ends
   FINISHED, or FAILED (KILLED on Ctrl-C or SIGTERM) with the error in its `error` tag.
 """
 
@@ -181,6 +181,7 @@ def run_scheduled_forecast(
     root_dir: str = ".",
     *,
     as_of: object = "today",
+    as_of_strict: bool = False,
     overwrite: bool = False,
     experiment: str = EXPERIMENT,
     engine: Engine = "local",
@@ -194,9 +195,11 @@ def run_scheduled_forecast(
 ) -> BatchResult | None:
     """The batch forecast as of a date, safe to repeat; None when it was already done.
 
-    `future`: the future table of a model with future-known covariates (`forecast_batch`).
+    `as_of_strict`: an observed target after `as_of` fails the run (LateRowsError, exit 4,
+    nothing written) instead of being cut with a WARNING (`forecast.asof`). `future`: the future
+    table of a model with future-known covariates (`forecast_batch`).
     """
-    cut = AsOf.parse(as_of)
+    cut = AsOf.parse(as_of, strict=as_of_strict)
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite must be true or false, got {overwrite!r}")
     if engine not in ("local", "ray"):
@@ -227,6 +230,7 @@ def run_scheduled_forecast(
         if future is not None:  # only then: runs of forecasts without one keep their params
             params["future"] = os.path.abspath(future)
         tags = {"as_of": cut.label, "model_version": ref.version or "-", "model_name": ref.name or "-"}
+        tags["as_of_strict"] = str(cut.strict).lower()
         name = f"{ref.name or 'batch'} v{ref.version or '-'} as_of={cut.label}"
         experiment_id = ensure_experiment(experiment, root_dir)
         key = batch_key(ref, cut, absolute) if cut.value is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from forecast.checkpoints import (
     task_overrides,
 )
 from forecast.cli import one_line
+from forecast.config import SavedConfig, train_options
 from forecast.console import EpochLine, on_terminal, quiet, run_link, summary
 from forecast.data.datamodule import SeriesDataModule
 from forecast.data.windows import collate_batch
@@ -167,12 +168,12 @@ def log_dataset(cfg: DictConfig, dm: SeriesDataModule) -> None:
 
 
 @rank_zero_only
-def _publish(cfg: DictConfig, run_id: str, module: ForecastModule, dm: SeriesDataModule) -> Published:
+def _publish(
+    cfg: DictConfig, run_id: str, forecaster: Forecaster, module: ForecastModule, dm: SeriesDataModule
+) -> Published:
     """Log config, dataset, baseline, plot and pyfunc model to the run; register it when asked."""
     uri = use_store(cfg.paths.root_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    forecaster = build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "window"))
-    forecaster.export = serving_exports(cfg.get("export", "auto"))
     version = None
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.log_text(config_yaml, "config.yaml")
@@ -263,11 +264,14 @@ class FitResult:
     config: DictConfig | None = None  # the config the fit ran with (a resume restores the run's own)
 
 
-def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResult:
+def fit(
+    cfg: DictConfig, on_run: Callable[[str], None] | None = None, frame: pd.DataFrame | None = None
+) -> FitResult:
     """Fit, restore the best checkpoint, score the test split (when there is one).
 
     `on_run` is told the MLflow run id as soon as the run exists, so a caller can mark the
-    run FAILED when anything later goes wrong.
+    run FAILED when anything later goes wrong. `frame`: the table in memory (the Python API),
+    instead of `data.path` / `data.dataset`.
     """
     quiet()
     # A resume reads its checkpoint safely (weights only) before anything else and restores
@@ -288,18 +292,16 @@ def fit(cfg: DictConfig, on_run: Callable[[str], None] | None = None) -> FitResu
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
-    dm: SeriesDataModule = instantiate(cfg.data)
+    # A frame in memory cannot go through the config (OmegaConf holds plain values): a partial.
+    dm: SeriesDataModule = (
+        instantiate(cfg.data) if frame is None else instantiate(cfg.data, _partial_=True)(frame=frame)
+    )
     if cfg.get("logger") and not cfg.logger.get("offline"):
         # A tracking server that is down fails the start in seconds, before the data is read.
         check_server(tracking_uri(cfg.paths.root_dir), cfg.logger.get("request_timeout", 30))
     # Validate the data before any MLflow run exists: bad data leaves no run behind.
     dm.setup("fit")
-    sized: dict[str, Any] = {}  # model arguments sized by the data
-    if cfg.model.get("cycle_per_series") and cfg.model.get("cycle_len"):
-        sized["n_series"] = dm.n_series  # per-series parameters
-    if dm.covariates is not None:
-        sized["covariates"] = dm.covariates.dims  # input widths and vocabulary sizes
-    module: ForecastModule = instantiate(cfg.model, **sized)
+    module: ForecastModule = instantiate(cfg.model, **dm.model_sizes())  # covariate widths, series
     callbacks: list[Callback] = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb]
     trial = trial_from_config(cfg)
 
@@ -433,6 +435,15 @@ class _RunGuard:
             log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, one_line(tracking_err))
 
 
+@dataclass
+class Trained:
+    """A finished training job: the fit, the packaged model (rank 0) and where it was published."""
+
+    fit: FitResult
+    forecaster: Forecaster | None
+    published: Published | None
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, test with the best checkpoint, track in MLflow; return the optimized metric.
 
@@ -440,17 +451,23 @@ def train(cfg: DictConfig) -> float | None:
     model is neither logged nor registered; any failure after the run started marks it FAILED
     with the error text as the `error` tag.
     """
+    return run(cfg).fit.value
+
+
+def run(cfg: DictConfig, frame: pd.DataFrame | None = None) -> Trained:
+    """`train` for callers that want the model too (the Python API, `forecast.api`): the same
+    job, on `data` or on a table in memory (`frame`)."""
     guard = _RunGuard()
     try:
-        return _train(cfg, guard)
+        return _train(cfg, guard, frame)
     except BaseException as err:
         if not (type(err).__name__ == "TrialPruned"):
             guard.fail(err)
         raise
 
 
-def _train(cfg: DictConfig, guard: _RunGuard) -> float | None:
-    result = fit(cfg, on_run=guard.started)
+def _train(cfg: DictConfig, guard: _RunGuard, frame: pd.DataFrame | None = None) -> Trained:
+    result = fit(cfg, on_run=guard.started, frame=frame)
     cfg = result.config or cfg  # a resume ran with the run's own config
     if result.pruned:
         if result.run_id:
@@ -459,10 +476,12 @@ def _train(cfg: DictConfig, guard: _RunGuard) -> float | None:
 
         raise optuna.TrialPruned(f"pruned at epoch {result.trainer.current_epoch}")
     check_finite(result.metrics, result.value, cfg.get("optimized_metric") or "")
-    published = None
-    if result.run_id:
+    published = forecaster = None
+    if rank_zero_only.rank == 0:
+        forecaster = package(cfg, result.module, result.datamodule)
+    if result.run_id and forecaster is not None:
         try:
-            published = _publish(cfg, result.run_id, result.module, result.datamodule)
+            published = _publish(cfg, result.run_id, forecaster, result.module, result.datamodule)
         except Exception as err:
             logger = result.trainer.logger
             if not (is_outage(err) and isinstance(logger, ResilientMLFlowLogger)):
@@ -476,7 +495,18 @@ def _train(cfg: DictConfig, guard: _RunGuard) -> float | None:
     elif rank_zero_only.rank == 0:
         scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "test/"))}
         log.info("metrics: %s", scores)
-    return result.value
+    return Trained(result, forecaster, published)
+
+
+def package(cfg: DictConfig, module: ForecastModule, dm: SeriesDataModule) -> Forecaster:
+    """The trained model as it is saved and logged: net, scaler, settings (with the options it
+    was trained with), intervals, exports."""
+    forecaster = build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "window"))
+    forecaster.export = serving_exports(cfg.get("export", "auto"))
+    forecaster.settings.config = asdict(
+        SavedConfig(data=dm.config.to_dict(), model=module.config.to_dict(), train=train_options(cfg))
+    )
+    return forecaster
 
 
 def run_name(cfg: DictConfig, trial: Any = None) -> str:

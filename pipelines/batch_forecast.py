@@ -18,6 +18,7 @@ def main(cfg: DictConfig) -> None:
         output=cfg.output,
         root_dir=cfg.paths.root_dir,
         as_of=cfg.as_of,
+        as_of_strict=cfg.as_of_strict,
         overwrite=cfg.overwrite,
         experiment=cfg.experiment,
         batch_size=cfg.batch_size,

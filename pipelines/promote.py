@@ -1,7 +1,8 @@
 """Promotion gate: move `champion` to the `candidate` only if it backtests better (conf/promote.yaml).
 
 Exit codes: 0 promoted, 3 kept the champion (the reason on one stderr line), others errors
-(docs/errors.md).
+(docs/errors.md): 2 also refuses a candidate that would drop output columns the champion writes,
+unless force=true.
 """
 
 from __future__ import annotations

@@ -114,8 +114,13 @@ MODEL_CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 def model_config(name: str) -> dict:
     """conf/model/<name>.yaml with its defaults merged (the files chain through `defaults`)."""
+    if name == "base":  # the typed schema every file starts from (forecast.config)
+        from forecast.config import ModelConfig
+
+        return OmegaConf.to_container(OmegaConf.structured(ModelConfig))
     cfg = OmegaConf.load(MODEL_CONF / f"{name}.yaml")
     merged = OmegaConf.create()
     for parent in cfg.pop("defaults", []):
-        merged = OmegaConf.merge(merged, model_config(parent))
+        if parent != "_self_":
+            merged = OmegaConf.merge(merged, model_config(parent))
     return OmegaConf.to_container(OmegaConf.merge(merged, cfg), resolve=False)

@@ -59,8 +59,11 @@ def run_bench(script: str, args: list[str], env: dict, timeout: int = 300) -> li
     return lines
 
 
-def register_forecaster(forecaster, history, name: str, root: Path, input_size: int) -> str:
-    """Log `forecaster` to a run in the active MLflow store and register it as `name@champion`."""
+def register_forecaster(
+    forecaster, history, name: str, root: Path, input_size: int, alias: str | None = "champion"
+) -> str:
+    """Log `forecaster` to a run in the active MLflow store and register it as `name@<alias>`
+    (None: a new version without an alias); returns its `models:/` URI."""
     import mlflow
 
     from forecast.tracking import ensure_experiment, log_forecaster, register
@@ -69,8 +72,8 @@ def register_forecaster(forecaster, history, name: str, root: Path, input_size: 
     example = history.groupby("unique_id").tail(input_size).head(2 * input_size).astype({"y": "float64"})
     with mlflow.start_run(experiment_id=experiment):
         info = log_forecaster(forecaster, example.reset_index(drop=True))
-    register(info.model_uri, name, "champion")
-    return f"models:/{name}@champion"
+    version = register(info.model_uri, name, alias)
+    return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}"
 
 
 class CrashAfterEpoch:

@@ -10,7 +10,7 @@ from pipeline_helpers import TINY_TRAIN
 from test_configs import compose_train
 
 from forecast.plotting import plot_attention
-from forecast.training import _publish, fit
+from forecast.training import _publish, fit, package
 
 
 def test_attention_run_logs_its_weights(tmp_path, history, isolated_mlflow):
@@ -25,7 +25,8 @@ def test_attention_run_logs_its_weights(tmp_path, history, isolated_mlflow):
     with open_dict(cfg):
         del cfg["hydra"]  # as in the app, where HydraConfig holds it
     result = fit(cfg)
-    _publish(cfg, result.run_id, result.module, result.datamodule)  # what train() does after fit
+    forecaster = package(cfg, result.module, result.datamodule)  # what train() does after fit
+    _publish(cfg, result.run_id, forecaster, result.module, result.datamodule)
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
     assert {"attention.png", "forecasts.png"} <= artifacts
     net = result.module.net.eval()

@@ -141,7 +141,8 @@ def test_quantile_model_scores_pinball_and_coverage(history):
     model = tiny_forecaster(history, quantiles=qs)
     result = backtest_frame(model, history, n_windows=2, season_length=M)
     t = result.table
-    assert [c for c in t.columns if c.startswith("y_hat")] == ["y_hat_q10", "y_hat_q50", "y_hat_q90"]
+    assert [c for c in t.columns if c.startswith("y_hat")] == ["y_hat", "y_hat_q10", "y_hat_q50", "y_hat_q90"]
+    np.testing.assert_array_equal(t["y_hat"], t["y_hat_q50"])
     preds = np.sort(t[["y_hat_q10", "y_hat_q50", "y_hat_q90"]].to_numpy(np.float64), axis=1)
     y = t["y"].to_numpy(np.float64)
     diff = y[:, None] - preds

@@ -118,7 +118,7 @@ def test_integer_steps_quantiles_and_masked_values(tmp_path):
     f = make_forecaster(frame.fillna(1.0), freq=5, loss="quantile", quantiles=[0.1, 0.5, 0.9])
     f.settings.missing = "mask"
     got = stream(f, frame, tmp_path, chunk_rows=30, batch_size=3)
-    assert list(got.columns) == ["unique_id", "ds", "y_hat_q10", "y_hat_q50", "y_hat_q90"]
+    assert list(got.columns) == ["unique_id", "ds", "y_hat", "y_hat_q10", "y_hat_q50", "y_hat_q90"]
     assert got.ds.iloc[0] == 80 * 5
     pd.testing.assert_frame_equal(got, f.predict(frame), check_exact=False, rtol=1e-6)
 

@@ -1,5 +1,5 @@
-"""Distribution models end to end: trained by likelihood, forecast as quantile columns through
-every runtime (PyTorch, ONNX), with intervals, the pyfunc and the backtest."""
+"""Distribution models end to end: trained by likelihood, forecast as their median (`y_hat`) and
+quantile columns through every runtime (PyTorch, ONNX), with intervals, the pyfunc and the backtest."""
 
 from __future__ import annotations
 
@@ -70,11 +70,12 @@ def test_a_trained_student_t_model_writes_ordered_quantile_columns(student_t):
     assert forecaster.settings.quantiles == [0.1, 0.5, 0.9]
     assert forecaster.settings.net_params["output"] == "student_t"
     out = forecaster.predict(frame)
-    assert list(out.columns[:5]) == ["unique_id", "ds", *COLUMNS]
+    assert list(out.columns[:6]) == ["unique_id", "ds", "y_hat", *COLUMNS]
     q = out[COLUMNS].to_numpy()
     assert np.isfinite(q).all() and (np.diff(q, axis=1) > 0).all()  # a continuous law: strictly
+    np.testing.assert_array_equal(out["y_hat"], out["y_hat_q50"])  # the point forecast: the median
     # Conformal intervals sit around the point column, the median.
-    assert (out["y_hat_lo_80"] <= out["y_hat_q50"]).all() and (out["y_hat_q50"] <= out["y_hat_hi_80"]).all()
+    assert (out["y_hat_lo_80"] <= out["y_hat"]).all() and (out["y_hat"] <= out["y_hat_hi_80"]).all()
     # What the MLflow pyfunc serves: the same table.
     pd.testing.assert_frame_equal(ForecastPyfunc(forecaster).predict(frame), out)
 
@@ -87,7 +88,7 @@ def test_the_onnx_copy_forecasts_what_pytorch_does(student_t, tmp_path):
     onnx = Forecaster.load(path, runtime="onnx")
     assert onnx.runtime == "onnx"
     torch_out, onnx_out = forecaster.predict(frame), onnx.predict(frame)
-    assert list(onnx_out.columns) == ["unique_id", "ds", *COLUMNS]
+    assert list(onnx_out.columns) == ["unique_id", "ds", "y_hat", *COLUMNS]
     pd.testing.assert_frame_equal(onnx_out, torch_out, check_exact=False, rtol=1e-5, atol=1e-5)
 
 
@@ -108,9 +109,10 @@ def test_every_distribution_agrees_across_runtimes_on_the_scaled_quantiles(loss,
     args = (w.windows, 4096, w.step, w.series, w.covariates)
     got = onnx.predict_scaled(*args, loc=w.loc, scale=w.scale)
     expected = forecaster.predict_scaled(*args, loc=w.loc, scale=w.scale)
-    assert got.shape == expected.shape == (6, 6, 3)
+    assert got.shape == expected.shape == (6, 6, 4)  # the median (y_hat), then the 3 quantiles
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
-    assert (np.diff(expected, axis=-1) >= 0).all()
+    assert (np.diff(expected[..., 1:], axis=-1) >= 0).all()
+    np.testing.assert_array_equal(expected[..., 0], expected[..., 2])  # 0.5 is among the levels
     if loss == "negbin":
         raw = forecaster.predict(frame)[COLUMNS].to_numpy()
         np.testing.assert_array_equal(raw, np.round(raw))  # counts

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,7 +57,8 @@ def test_quantile_columns(tiny_frame):
         input_size=24, horizon=6, hidden_size=8, loss="quantile", quantiles=[0.1, 0.5, 0.9]
     )
     out = build_forecaster(module, dm).predict(tiny_frame)
-    assert list(out.columns) == ["unique_id", "ds", "y_hat_q10", "y_hat_q50", "y_hat_q90"]
+    assert list(out.columns) == ["unique_id", "ds", "y_hat", "y_hat_q10", "y_hat_q50", "y_hat_q90"]
+    np.testing.assert_array_equal(out["y_hat"], out["y_hat_q50"])  # the point forecast: the median
 
 
 def test_future_timestamps_for_calendar_and_integer_steps():
@@ -72,7 +75,7 @@ def test_future_timestamps_for_calendar_and_integer_steps():
 
 def test_newer_format_is_refused(forecaster, tmp_path):
     path = forecaster.save(tmp_path / "m")
-    settings = (path / "model.json").read_text().replace('"format_version": 1', '"format_version": 99')
+    settings = (path / "model.json").read_text().replace('"format_version": 2', '"format_version": 99')
     (path / "model.json").write_text(settings)
     with pytest.raises(ValueError, match="upgrade the package"):
         Forecaster.load(path)
@@ -82,4 +85,6 @@ def test_settings_output_columns():
     s = ForecasterSettings(
         net="recurrent", net_params={}, input_size=1, horizon=1, freq="h", columns={}, scaler="none"
     )
-    assert s.output_columns == ["y_hat"]
+    assert s.output_columns == ["y_hat"] and s.quantile_columns == []
+    quantiles = replace(s, quantiles=[0.05, 0.5, 0.95])
+    assert quantiles.output_columns == ["y_hat", "y_hat_q05", "y_hat_q50", "y_hat_q95"]

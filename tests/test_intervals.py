@@ -146,8 +146,16 @@ def test_a_quantile_model_gets_intervals_around_its_median(tiny_frame):
         input_size=L, horizon=H, hidden_size=8, loss="quantile", quantiles=[0.1, 0.5, 0.9]
     )
     out = build_forecaster(module, dm, [80]).predict(tiny_frame)
-    assert list(out.columns)[2:] == ["y_hat_q10", "y_hat_q50", "y_hat_q90", "y_hat_lo_80", "y_hat_hi_80"]
-    np.testing.assert_allclose((out["y_hat_lo_80"] + out["y_hat_hi_80"]) / 2, out["y_hat_q50"], rtol=1e-5)
+    assert list(out.columns)[2:] == [
+        "y_hat",
+        "y_hat_q10",
+        "y_hat_q50",
+        "y_hat_q90",
+        "y_hat_lo_80",
+        "y_hat_hi_80",
+    ]
+    np.testing.assert_array_equal(out["y_hat"], out["y_hat_q50"])
+    np.testing.assert_allclose((out["y_hat_lo_80"] + out["y_hat_hi_80"]) / 2, out["y_hat"], rtol=1e-5)
 
 
 def test_a_model_without_the_intervals_file_still_loads(forecaster, tiny_frame, tmp_path):

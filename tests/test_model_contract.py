@@ -124,11 +124,12 @@ def test_every_model_kind_and_head_fits_serves_and_beats_seasonal_naive(model, k
     history = dm.history("val", future=True)
     forecast = forecaster.predict(history)
     columns = forecaster.settings.output_columns
-    assert list(forecast.columns[2 : 2 + len(columns)]) == columns
-    if len(columns) > 1:  # quantiles never cross, whatever the head
-        values = forecast[columns].to_numpy()
+    assert list(forecast.columns[2 : 2 + len(columns)]) == columns and columns[0] == "y_hat"
+    quantiles = forecaster.settings.quantile_columns
+    if len(quantiles) > 1:  # quantiles never cross, whatever the head
+        values = forecast[quantiles].to_numpy()
         assert (np.diff(values, axis=1) >= -1e-6).all()
-    point = forecast[columns[forecaster.settings.point_index]].to_numpy()
+    point = forecast["y_hat"].to_numpy()
     truth, naive = _truth_and_naive(dm, forecast)
     mae, naive_mae = np.abs(point - truth).mean(), np.abs(naive - truth).mean()
     assert mae < naive_mae, (

@@ -113,6 +113,57 @@ def test_as_of_cuts_at_the_end_of_the_day_and_names_the_partition(work, store, m
     assert metrics["seconds"] > 0
 
 
+def test_a_strict_as_of_refuses_later_targets_and_writes_nothing(work, store, monkeypatch, capsys):
+    """as_of_strict=true: the cut that warns by default is exit 4 naming the rows and series of
+    the whole input (counted across chunks), and nothing is written; an input that ends on
+    as_of passes."""
+    done = forecast(work, monkeypatch, capsys, "as_of=2024-01-02")
+    assert done.code == 0, done.stderr[-2000:]
+    out = work / "forecasts" / "as_of=2024-01-02" / "forecast.parquet"
+    before = out.read_bytes()
+    refused = forecast(
+        work, monkeypatch, capsys, "as_of=2024-01-02", "as_of_strict=true", "overwrite=true", "chunk_rows=50"
+    )
+    assert refused.code == DataValidationError.exit_code == 4, refused.stderr[-2000:]
+    assert refused.last_line == (
+        "error: as_of=2024-01-02 with as_of_strict=true: the input has 96 row(s) with an observed "
+        "target after as_of (kept rows: ds < 2024-01-03 00:00:00) in 3 series ('s0', 's1', 's2'); "
+        "nothing was written: give the as_of of the input's last day or an input that ends on as_of, "
+        "or as_of_strict=false to forecast from the history up to as_of"
+    )
+    assert "Traceback" not in refused.stderr and out.read_bytes() == before  # the previous output stays
+    (run,) = runs_for(store, out)
+    assert run.info.status == "FAILED" and run.data.tags["error.type"] == "LateRowsError"
+    assert run.data.tags["as_of_strict"] == "true"
+    fresh = forecast(
+        work, monkeypatch, capsys, "as_of=2024-01-02", "as_of_strict=true", output="strict/f.parquet"
+    )
+    assert fresh.code == 4 and not any((work / "strict").iterdir())  # no output, no temporary file
+    # The input ends on 2024-01-04: nothing after it, nothing refused.
+    last = forecast(work, monkeypatch, capsys, "as_of=2024-01-04", "as_of_strict=true")
+    assert last.code == 0, last.stderr[-2000:]
+    assert "later row(s) of" not in last.stdout  # no cut, no WARNING
+    bad = forecast(work, monkeypatch, capsys, "as_of=2024-01-02", "as_of_strict=maybe")
+    assert bad.code == 2 and bad.last_line == "error: as_of_strict must be true or false, got 'maybe'"
+
+
+def test_a_strict_as_of_lets_placeholder_rows_pass(work, store, monkeypatch, capsys):
+    """Rows after as_of with an empty target (tomorrow's placeholders) are cut, not refused."""
+    frame = history()
+    kept = frame[frame["ds"] < "2024-01-03"]
+    later = kept.groupby("unique_id").tail(3).assign(ds=lambda f: f["ds"] + pd.Timedelta(hours=3), y=None)
+    pd.concat([kept, later]).to_parquet(work / "placeholders.parquet", index=False)
+    args = ("as_of=2024-01-02", "input=placeholders.parquet")
+    strict = forecast(work, monkeypatch, capsys, *args, "as_of_strict=true", output="strict.parquet")
+    assert strict.code == 0, strict.stderr[-2000:]
+    assert "as_of=2024-01-02 cut 9 later row(s) of 3 series" in strict.stdout  # still said
+    loose = forecast(work, monkeypatch, capsys, *args, output="loose.parquet")
+    assert loose.code == 0, loose.stderr[-2000:]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(work / "strict.parquet"), pd.read_parquet(work / "loose.parquet")
+    )
+
+
 def test_a_second_run_is_already_done_and_overwrite_redoes_it(work, store, monkeypatch, capsys):
     assert forecast(work, monkeypatch, capsys, "as_of=2024-01-03").code == 0
     out = work / "forecasts" / "as_of=2024-01-03" / "forecast.parquet"
@@ -332,6 +383,18 @@ def test_the_ray_engine_cuts_partitions_and_is_done_once(work, store, monkeypatc
     again = forecast(work, monkeypatch, capsys, *options, output=ray_out)
     assert again.code == 0 and "already done: " in again.stdout
     assert [r.info.run_id for r in runs_for(store, folder)] == [run.info.run_id]
+
+    # as_of_strict=true: refused before anything is forecast; the previous folder stays as it was.
+    strict = forecast(
+        work, monkeypatch, capsys, *options, "as_of_strict=true", "overwrite=true", output=ray_out
+    )
+    assert strict.code == 4, strict.stderr[-3000:]
+    assert "the input has 96 row(s) with an observed target after as_of" in strict.last_line
+    assert "in 3 series ('s0', 's1', 's2')" in strict.last_line
+    assert sorted(folder.glob("*.parquet")) == files
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(folder).sort_values(["unique_id", "ds"], ignore_index=True), got
+    )
 
     early = forecast(work, monkeypatch, capsys, *options[1:], "as_of=2023-12-31", output=ray_out)
     assert early.code == 4, early.stderr[-3000:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -13,14 +13,13 @@ import pyarrow as pa
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
+from forecast.config import DataConfig
 from forecast.data.calendar import fixed_step, season_length_for, step_index
 from forecast.data.covariates import CovariateConfig, CovariateEncoder, read_static_table, validate_covariates
 from forecast.data.io import TRAIN_COLUMNS_HINT, read_table
-from forecast.data.scaling import ScalerKind, SeriesScaler, segment_stats
+from forecast.data.scaling import SeriesScaler, segment_stats
 from forecast.data.validation import (
     ColumnSpec,
-    EmptyPolicy,
-    MissingPolicy,
     _examples,
     series_breaks,
     validate_long_frame,
@@ -82,53 +81,39 @@ class SeriesDataModule(L.LightningDataModule):
     saved with the model) and stored once per row or series beside the values.
     """
 
-    def __init__(
-        self,
-        path: str | None = None,
-        dataset: str | None = None,
-        frame: pd.DataFrame | None = None,
-        id_col: str = "unique_id",
-        time_col: str = "ds",
-        target_col: str = "y",
-        freq: str | int | None = None,
-        input_size: int = 96,
-        horizon: int = 24,
-        val_size: int | None = None,
-        test_size: int | None = None,
-        season_length: int | None = None,
-        scaler: ScalerKind = "standard",
-        missing: MissingPolicy = "error",
-        empty_series: EmptyPolicy = "error",
-        padded_windows: Literal["short", "all"] = "short",
-        train_stride: int = 1,
-        batch_size: int = 256,
-        eval_batch_size: int = 1024,
-        num_workers: int = 0,
-        futr_exog: Sequence[str] = (),
-        hist_exog: Sequence[str] = (),
-        static: Sequence[str] = (),
-        static_path: str | None = None,
-        categorical: Sequence[str] = (),
-        calendar: Sequence[str] = (),
-    ) -> None:
+    def __init__(self, frame: pd.DataFrame | None = None, **options: Any) -> None:
+        """`options`: `forecast.config.DataConfig`'s; `frame`: a table in memory instead of a file."""
         super().__init__()
-        sources = [s for s in (path, dataset, frame) if s is not None]
+        config = DataConfig.parse(options)
+        self.config = config
+        c = config
+        sources = [s for s in (c.path, c.dataset, frame) if s is not None]
         if len(sources) != 1:
             raise ConfigError("give exactly one of data.path, data.dataset or a frame")
-        input_size, horizon = require_int("data.input_size", input_size), require_int("data.horizon", horizon)
-        val_size = None if val_size is None else require_int("data.val_size", val_size)
-        test_size = None if test_size is None else require_int("data.test_size", test_size, minimum=0)
+        input_size, horizon = (
+            require_int("data.input_size", c.input_size),
+            require_int("data.horizon", c.horizon),
+        )
+        val_size = None if c.val_size is None else require_int("data.val_size", c.val_size)
+        test_size = None if c.test_size is None else require_int("data.test_size", c.test_size, minimum=0)
         # null: the frequency's own period (hourly 24, daily 7, ...), known after setup()
-        season_length = None if season_length is None else require_int("data.season_length", season_length)
-        train_stride = require_int("data.train_stride", train_stride)
-        batch_size = require_int("data.batch_size", batch_size)
-        eval_batch_size = require_int("data.eval_batch_size", eval_batch_size)
-        num_workers = require_int("data.num_workers", num_workers, minimum=0)
+        season_length = (
+            None if c.season_length is None else require_int("data.season_length", c.season_length)
+        )
+        train_stride = require_int("data.train_stride", c.train_stride)
+        batch_size = require_int("data.batch_size", c.batch_size)
+        eval_batch_size = require_int("data.eval_batch_size", c.eval_batch_size)
+        num_workers = require_int("data.num_workers", c.num_workers, minimum=0)
+        scaler, missing, empty_series, padded_windows = c.scaler, c.missing, c.empty_series, c.padded_windows
         if scaler not in ("standard", "robust", "minmax", "none"):
             raise ConfigError(f"data.scaler must be standard, robust, minmax or none, got {scaler!r}")
         if missing not in ("error", "mask"):
             raise ConfigError(f"data.missing must be 'error' or 'mask', got {missing!r}")
-        self.save_hyperparameters(ignore=["frame"], logger=False)
+        self.save_hyperparameters(config.to_dict(), logger=False)
+        path, dataset, freq = c.path, c.dataset, c.freq
+        id_col, time_col, target_col = c.id_col, c.time_col, c.target_col
+        futr_exog, hist_exog, static, static_path = c.futr_exog, c.hist_exog, c.static, c.static_path
+        categorical, calendar = c.categorical, c.calendar
         self.source = path or dataset
         self._frame = frame
         self.columns = ColumnSpec(id_col, time_col, target_col)
@@ -357,6 +342,13 @@ class SeriesDataModule(L.LightningDataModule):
         """How many series the model trains on (sizes per-series parameters); after setup()."""
         assert self.scaler is not None, "call setup() first"
         return len(self.scaler.stats)
+
+    def model_sizes(self) -> dict[str, Any]:
+        """What `ForecastModule` needs from the data beside its options, after setup(): the
+        covariates' input widths and vocabularies, and the series count (for per-series cycles):
+        `ForecastModule(**options, **dm.model_sizes())`."""
+        dims = None if self.covariates is None else self.covariates.dims
+        return {"covariates": dims, "n_series": self.n_series}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset, sampler = self.datasets[split], None

@@ -43,7 +43,7 @@ from forecast.data.io import (
 from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_stale
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import FutureRows, chunk_block
-from forecast.errors import ConfigError, MissingFutureError, NoHistoryError, NonFiniteError
+from forecast.errors import ConfigError, LateRowsError, MissingFutureError, NoHistoryError, NonFiniteError
 from forecast.forecaster import Forecaster, ScaledWindows, log_padded
 
 log = logging.getLogger(__name__)
@@ -357,8 +357,9 @@ def forecast_file(
 
     `as_of` drops the rows after that date (or step) as they are read (`forecast.asof`); for a
     model with future-known covariates and no `future` table it keeps them as future rows
-    instead, target emptied (`FutureCut`). `future`: a table of the future-known covariates over
-    the horizon (id, time, columns), read whole and joined to each chunk's series by id.
+    instead, target emptied (`FutureCut`). A strict `as_of` refuses observed targets after it
+    (LateRowsError, nothing written). `future`: a table of the future-known covariates over the
+    horizon (id, time, columns), read whole and joined to each chunk's series by id.
     """
     if chunk_rows < 1 or batch_size < 1:
         raise ConfigError(f"chunk_rows and batch_size must be >= 1, got {chunk_rows} and {batch_size}")
@@ -374,8 +375,8 @@ def forecast_file(
 
     def history_cut() -> HistoryCut | FutureCut:
         if enc is not None and enc.needs_future and ahead is None:
-            return FutureCut(as_of, c.time_col, c.target_col, input_path)
-        return HistoryCut(as_of, c.time_col, input_path, id_col=c.id_col)
+            return FutureCut(as_of, c.time_col, c.target_col, input_path, id_col=c.id_col)
+        return HistoryCut(as_of, c.time_col, input_path, id_col=c.id_col, target_col=c.target_col)
 
     cut = history_cut()
     try:
@@ -383,7 +384,7 @@ def forecast_file(
         return replace(summary, dropped=cut.dropped)
     except NotGrouped as err:
         reason = str(err)
-    except NoHistoryError:
+    except (NoHistoryError, LateRowsError):  # about as_of, not about how the input is grouped
         raise
     except MissingFutureError as err:
         if as_of is not None and as_of.value is not None:

@@ -231,13 +231,23 @@ def forecast_on_ray(
 
     `as_of` drops the rows after that date (or step) in the workers, before the shuffle (a
     model with future-known covariates and no future table keeps them as future rows, target
-    emptied); `metadata` is added to the output files' own. `future`: the future table, read
+    emptied); a strict one refuses observed targets after it before anything is forecast
+    (LateRowsError); `metadata` is added to the output files' own. `future`: the future table, read
     here, put in Ray's object store once and joined to each partition's series by id.
     """
     ray = _import_ray()
     import mlflow
 
-    from forecast.asof import AsOf, cut_table, empty_after, later_ids, no_history, warn_cut
+    from forecast.asof import (
+        AsOf,
+        cut_table,
+        empty_after,
+        late_ids,
+        late_rows,
+        later_ids,
+        no_history,
+        warn_cut,
+    )
     from forecast.batch import resolve_model
     from forecast.data.io import table_columns
     from forecast.data.validation import validate_long_frame
@@ -293,10 +303,17 @@ def forecast_on_ray(
                 as_of.describe(columns.time_col),
                 dropped,
             )
-        if dropped and not keep_after:  # dropped, not kept as future rows: say whose
-            warn_cut(as_of, dropped, len(later.unique(columns.id_col)))
         if rows == 0 and dropped:
             raise no_history(as_of, source, _earliest(raw, columns.time_col), columns.time_col)
+        if as_of.strict and dropped:  # observed targets after as_of are refused, before any forecast
+            kwargs = {"as_of": as_of, "time_col": columns.time_col, "id_col": columns.id_col}
+            kwargs["target_col"] = columns.target_col
+            late = raw.map_batches(late_ids, fn_kwargs=kwargs, batch_format="pyarrow").materialize()
+            n_late = late.count()
+            if n_late:
+                raise late_rows(as_of, n_late, late.unique(columns.id_col), columns.time_col)
+        if dropped and not keep_after:  # dropped, not kept as future rows: say whose
+            warn_cut(as_of, dropped, len(later.unique(columns.id_col)))
         if rows == 0:  # the contract's "no rows" error
             validate_long_frame(pd.DataFrame(columns=names), columns=columns)
         partitions = max(1, math.ceil(rows / options.rows_per_partition))

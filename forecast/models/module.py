@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning as L
 import torch
 
+from forecast.config import ModelConfig
 from forecast.errors import ConfigError, require_int
 from forecast.metrics import make_metrics, pinball, quantile_crps, update_metrics, update_probabilistic
 from forecast.models import distributions
 from forecast.models.distributions import DEFAULT_QUANTILES
 from forecast.models.inputs import CovariateDims
-from forecast.models.registry import build_net
+from forecast.models.outputs import median_of_quantiles
+from forecast.models.registry import NETS, build_net
 
 Loss = Literal["mae", "mse", "quantile", "smape", "normal", "student_t", "negbin"]
 LOSSES = ("mae", "mse", "quantile", "smape", *distributions.KINDS)
@@ -36,53 +39,39 @@ class ForecastModule(L.LightningModule):
 
     def __init__(
         self,
-        input_size: int,
-        horizon: int,
-        net: str = "recurrent",
-        cell: str = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 2,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        head_hidden: int = 256,
-        window_norm: bool | str = False,
-        segment_len: int = 1,
-        linear_skip: bool = False,
-        cycle_len: int = 0,
-        cycle_per_series: bool = False,
-        n_series: int = 0,
-        decoder: str = "mlp",
-        attention: str = "dot",
-        attention_heads: int = 4,
-        attention_dim: int = 64,
-        loss: Loss = "mae",
-        quantiles: list[float] | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_schedule: Literal["none", "cosine", "onecycle"] = "none",
+        input_size: int | None = None,
+        horizon: int | None = None,
         covariates: Mapping[str, Any] | None = None,
+        n_series: int = 0,
+        **options: Any,
     ) -> None:
+        """`options`: `forecast.config.ModelConfig`'s (its defaults are conf/model/lstm.yaml's);
+        `covariates` and `n_series` are sized by the data (`forecast.training` passes them)."""
         super().__init__()
-        self.save_hyperparameters()
+        config = ModelConfig.parse({**options, "input_size": input_size, "horizon": horizon})
+        self.config = config
+        self.save_hyperparameters({**config.to_dict(), "covariates": covariates, "n_series": n_series})
+        c = config
         for name in (
             "input_size", "horizon", "hidden_size", "num_layers", "head_hidden", "segment_len",
             "attention_heads", "attention_dim",
         ):  # fmt: skip
-            require_int(f"model.{name}", locals()[name])
-        if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be a number in [0, 1), got {dropout!r}")
-        if not isinstance(lr, int | float) or not lr > 0:
-            raise ConfigError(f"model.lr must be a positive number, got {lr!r}")
-        if loss not in LOSSES:
-            raise ConfigError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
-        if loss == "quantile" and not quantiles:
+            require_int(f"model.{name}", getattr(c, name))
+        if not isinstance(c.dropout, int | float) or not 0.0 <= c.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be a number in [0, 1), got {c.dropout!r}")
+        if not isinstance(c.lr, int | float) or not c.lr > 0:
+            raise ConfigError(f"model.lr must be a positive number, got {c.lr!r}")
+        if c.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {c.loss!r}; use one of {', '.join(LOSSES)}")
+        if c.loss == "quantile" and not c.quantiles:
             raise ConfigError("loss=quantile needs model.quantiles (e.g. [0.1, 0.5, 0.9])")
-        is_distribution = loss in distributions.KINDS
-        if quantiles and loss != "quantile" and not is_distribution:
+        is_distribution = c.loss in distributions.KINDS
+        if c.quantiles and c.loss != "quantile" and not is_distribution:
             raise ConfigError(
                 f"model.quantiles needs loss=quantile or a distribution ({', '.join(distributions.KINDS)}), "
-                f"got loss={loss}: set model.quantiles=null or change the loss"
+                f"got loss={c.loss}: set model.quantiles=null or change the loss"
             )
+        quantiles = c.quantiles
         if is_distribution and not quantiles:
             # The forecast columns of a distribution; saved so that the forecaster writes them.
             quantiles = list(DEFAULT_QUANTILES)
@@ -90,42 +79,31 @@ class ForecastModule(L.LightningModule):
         qs = sorted(quantiles or [])
         if any(not 0.0 < q < 1.0 for q in qs):
             raise ConfigError(f"quantiles must lie strictly between 0 and 1, got {qs}")
-        self.net_kind = net
-        net_params: dict[str, Any] = {
-            "input_size": input_size,
-            "horizon": horizon,
-            "cell": cell,
-            "hidden_size": hidden_size,
-            "num_layers": num_layers,
-            "dropout": dropout,
-            "bidirectional": bidirectional,
-            "n_outputs": distributions.N_PARAMS[loss] if is_distribution else max(len(qs), 1),
-            "head_hidden": head_hidden,
-            "window_norm": window_norm,
-            "segment_len": segment_len,
-            "linear_skip": linear_skip,
-            "cycle_len": cycle_len,
-            "n_series": n_series if cycle_len and cycle_per_series else 0,
-            "decoder": decoder,
-            "covariates": _plain_dims(covariates),
+        self.net_kind = c.net
+        # The net's constructor values: the options its signature takes, and what the data sized.
+        taken = inspect.signature(NETS[c.net]).parameters if c.net in NETS else {}
+        net_params: dict[str, Any] = {k: v for k, v in c.to_dict().items() if k in taken}
+        if c.decoder != "attention":  # as saved before attention existed: the keys it reads only
+            for key in ("attention", "attention_heads", "attention_dim"):
+                net_params.pop(key, None)
+        net_params.update(
+            n_outputs=distributions.N_PARAMS[c.loss] if is_distribution else max(len(qs), 1),
+            n_series=n_series if c.cycle_len and c.cycle_per_series else 0,
+            covariates=_plain_dims(covariates),
             # Quantiles are monotone by construction (models saved before that used "point");
             # a distribution's output part is named after it.
-            "output": loss if is_distribution else "quantiles" if qs else "point",
-        }
-        if decoder == "attention":
-            net_params.update(attention=attention, attention_heads=attention_heads)
-            net_params["attention_dim"] = attention_dim
-        if cycle_len and cycle_per_series and n_series < 1:
+            output=c.loss if is_distribution else "quantiles" if qs else "point",
+        )
+        if c.cycle_len and c.cycle_per_series and n_series < 1:
             raise ConfigError(
                 "cycle_per_series needs n_series (the number of training series); "
                 "forecast.training passes it from the data"
             )
         self.net_params = net_params
-        self.net = build_net(net, self.net_params)
+        self.net = build_net(c.net, self.net_params)
         self.register_buffer("quantiles", torch.tensor(qs, dtype=torch.float32), persistent=False)
-        # The point forecast of a quantile model is its median (or the quantile nearest it).
-        self.point_index = int(torch.tensor(qs).sub(0.5).abs().argmin()) if qs else 0
-        self.distribution = loss if is_distribution else None
+        self.levels = qs  # a quantile model's point forecast is their median: y_hat, as forecasts write it
+        self.distribution = c.loss if is_distribution else None
         # Keyed "<stage>_" because ModuleDict keys may not shadow nn.Module methods such as train().
         # CRPS and coverage on val and test only: a distribution's quantiles take scipy on the CPU.
         self.metrics = torch.nn.ModuleDict(
@@ -168,7 +146,8 @@ class ForecastModule(L.LightningModule):
         if self.distribution is not None:
             y_hat = distributions.point_raw(self.distribution, pred.detach(), loc, scale)  # (B, H) raw
         else:
-            y_hat = pred[..., self.point_index].detach() * scale + loc  # (B, H) raw scale
+            point = median_of_quantiles(pred.detach(), self.levels) if self.levels else pred[..., 0].detach()
+            y_hat = point * scale + loc  # (B, H) raw scale
         y = batch["y"] * scale + loc
         metrics = self.metrics[f"{stage}_"]
         update_metrics(metrics, y_hat, y, batch["y_mask"], batch["mase_scale"])

@@ -8,7 +8,9 @@ columns are locations (shifted and scaled) and which are spreads (scaled only).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -142,3 +144,20 @@ def build_output(kind: str, n_outputs: int) -> PointOutput:
     if kind not in OUTPUTS:
         raise ConfigError(f"unknown output {kind!r}; use one of {sorted(OUTPUTS)}")
     return OUTPUTS[kind](n_outputs)
+
+
+def median_of_quantiles(values: Any, levels: Sequence[float]) -> Any:
+    """(..., Q) forecasts (NumPy or torch) at ascending quantile `levels` -> (...) their median,
+    the point forecast of a quantile head: the 0.5 column when it was trained; else linear
+    interpolation in the level between the two quantiles around 0.5 (0.4 and 0.6 -> their
+    mean); the nearest quantile when all lie on one side of 0.5 (no extrapolation)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    upper = int(np.searchsorted(levels, 0.5))  # the first level >= 0.5
+    if upper < len(levels) and levels[upper] == 0.5:
+        return values[..., upper]
+    if upper == 0 or upper == len(levels):
+        return values[..., min(upper, len(levels) - 1)]
+    lo, hi = levels[upper - 1], levels[upper]
+    weight = float((0.5 - lo) / (hi - lo))  # a Python float keeps the array's dtype (NumPy, torch)
+    below = values[..., upper - 1]
+    return below + weight * (values[..., upper] - below)

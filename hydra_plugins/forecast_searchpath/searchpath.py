@@ -56,11 +56,32 @@ class ForecastConfigSource(ConfigSource):
         found = self._resource(config_path)
         return found is not None and found.is_dir()
 
+    @staticmethod
+    def _schema(config_path: str) -> type | None:
+        """The typed schema behind `forecast/<group>/base` (forecast.config), or None."""
+        head, _, rest = config_path.strip("/").removesuffix(".yaml").partition("/")
+        group, _, name = rest.partition("/")
+        if head != GROUP or name != "base":
+            return None
+        from forecast.config import SCHEMAS
+
+        return SCHEMAS.get(group)
+
     def is_config(self, config_path: str) -> bool:
+        if self._schema(config_path) is not None:
+            return True
         found = self._resource(self._normalize_file_name(config_path))
         return found is not None and found.is_file()
 
     def load_config(self, config_path: str) -> ConfigResult:
+        schema = self._schema(config_path)
+        if schema is not None:
+            return ConfigResult(
+                config=OmegaConf.structured(schema),
+                path=self.full_path(),
+                provider=self.provider,
+                header=ConfigSource._get_header_dict(""),
+            )
         name = self._normalize_file_name(config_path)
         found = self._resource(name)
         if found is None or not found.is_file():
@@ -106,5 +127,11 @@ class ForecastSearchPathPlugin(SearchPathPlugin):
     """Appends `forecast://forecast.conf` to the search path of every Hydra app but our own."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        if not _is_forecast_app(search_path):
+        if _is_forecast_app(search_path):
+            # Hydra runs this before it composes: the typed schemas our YAML files start from
+            # (`base` in conf/data and conf/model, forecast.config) must be stored by then.
+            from forecast.config import register_configs
+
+            register_configs()
+        else:
             search_path.append(provider="forecast", path=f"forecast://{PACKAGE}")

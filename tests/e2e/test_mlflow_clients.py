@@ -1,6 +1,7 @@
 """MLflow's own clients on a registered model: `mlflow models predict` (CSV and JSON) and
-`mlflow models serve` (text/csv and JSON requests) give the batch pipeline's forecasts, and a bad
-request gets the model's one-line message with HTTP 400. The console script runs once per command;
+`mlflow models serve` (text/csv and JSON requests) give the batch pipeline's forecasts, in the
+columns of the output contract (a quantile model: y_hat, then its quantiles), and a bad request
+gets the model's one-line message with HTTP 400. The console script runs once per command;
 the JSON `predict` runs the same command (`mlflow.cli`) in process."""
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from forecast.training import build_forecaster
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 L, H = 24, 6
 BIN = Path(sys.executable).parent
+QUANTILES = [0.1, 0.5, 0.9]
+COLUMNS = ["unique_id", "ds", "y_hat", "y_hat_q10", "y_hat_q50", "y_hat_q90"]  # docs/batch.md, Output columns
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A registered tiny model, the batch pipeline's forecast of `history`, and the env to reach it."""
+    """A registered tiny quantile model, the batch pipeline's forecast of `history`, and the env to
+    reach it."""
     root = tmp_path_factory.mktemp("clients")
     uri = new_store(root / "mlflow.db")
     mlflow.set_tracking_uri(uri)
@@ -44,7 +48,15 @@ def served(tmp_path_factory):
     history = synthetic_long(n_series=3, length=60, seed=4)
     dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
     dm.setup()
-    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6)
+    net = ForecastModule(
+        input_size=L,
+        horizon=H,
+        hidden_size=8,
+        head_hidden=8,
+        segment_len=6,
+        loss="quantile",
+        quantiles=QUANTILES,
+    )
     model_uri = register_forecaster(build_forecaster(net, dm), history, "clients", root, L)
     history.to_parquet(root / "history.parquet", index=False)
     out = run_batch_forecast(model_uri, str(root / "history.parquet"), str(root / "batch.parquet"), str(root))
@@ -64,9 +76,12 @@ def _frame(records: list[dict]) -> pd.DataFrame:
 
 def _same(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     want = expected.sort_values(["unique_id", "ds"], ignore_index=True)
+    assert list(got.columns) == list(want.columns) == COLUMNS
     assert list(got["unique_id"]) == list(want["unique_id"])
     assert (got["ds"].to_numpy() == want["ds"].to_numpy()).all()
-    assert got["y_hat"].to_numpy() == pytest.approx(want["y_hat"].to_numpy(), rel=1e-5, abs=1e-4)
+    for column in COLUMNS[2:]:
+        assert got[column].to_numpy() == pytest.approx(want[column].to_numpy(), rel=1e-5, abs=1e-4)
+    assert (got["y_hat"] == got["y_hat_q50"]).all()
 
 
 @pytest.mark.parametrize("kind", ["csv", "json"])

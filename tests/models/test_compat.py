@@ -91,8 +91,10 @@ def test_an_old_state_dict_inside_a_checkpoint_loads_under_its_prefix():
     """Lightning checkpoints hold the net under `net.`: the key map works below a prefix too."""
     saved = PARTS["nets"]["cov_step_gru_skip_cycle"]
     params = {k: v for k, v in saved["params"].items() if k not in ("n_series", "covariates")}
+    # segment_len=1: the net was saved step by step (ForecastModule's default before it took
+    # conf/model/lstm.yaml's, 24)
     module = ForecastModule(
-        **params, cycle_per_series=True, n_series=3, covariates=saved["params"]["covariates"]
+        **params, segment_len=1, cycle_per_series=True, n_series=3, covariates=saved["params"]["covariates"]
     )
     module.load_state_dict({f"net.{k}": v for k, v in saved["state"].items()}, strict=True)
     with torch.no_grad():

@@ -74,7 +74,7 @@ def test_quantile_module_outputs_one_column_per_quantile():
         input_size=12, horizon=4, hidden_size=8, loss="quantile", quantiles=[0.9, 0.1, 0.5]
     )
     assert module(torch.randn(3, 12)).shape == (3, 4, 3)
-    assert module.point_index == 1  # sorted: 0.1, 0.5, 0.9
+    assert module.levels == [0.1, 0.5, 0.9]  # sorted: its point forecast is the 0.5 column
 
 
 def test_bad_settings_fail_loudly():

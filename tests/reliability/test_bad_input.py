@@ -184,8 +184,9 @@ CONFIG_CASES = [
     (["data.hoizon=24"], r"unknown config key 'data.hoizon'"),
     (["data.horizon=0"], r"data.horizon must be an integer >= 1, got 0"),
     (["data.horizon=-1"], r"data.horizon must be an integer >= 1, got -1"),
-    (["data.horizon=abc"], r"data.horizon must be an integer >= 1, got 'abc'"),
-    (["data.input_size=1.5"], r"data.input_size must be an integer >= 1, got 1.5"),
+    # a wrong type is refused while the typed config (forecast.config) is composed
+    (["data.horizon=abc"], r"data.horizon: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["data.input_size=1.5"], r"data.input_size: Value '1.5' of type 'float' could not be converted"),
     (["data.scaler=zscore"], r"data.scaler must be standard, robust, minmax or none, got 'zscore'"),
     (["model.lr=-0.1"], r"model.lr must be a positive number"),
     (["model=nonexistent"], r"model.*nonexistent"),

@@ -1,0 +1,279 @@
+"""forecast from Python: fit, predict, cross-validate, save, load and register on a DataFrame.
+
+    model = forecast.Model(horizon=48, input_size=168, freq="h", max_epochs=5)
+    model.fit(df)                        # a long table: unique_id, ds, y (+ covariates)
+    forecast_table = model.predict()     # the next 48 steps after each series' end
+    cv = model.cross_validation(df, n_windows=3)
+    model.save("my_model"); forecast.Model.load("my_model")   # or "models:/name@alias"
+
+The model trains through the same job as `pipelines/train.py` (`forecast.training.run`), from
+the same typed options (`forecast.config`): the same seed gives the same forecast from the API,
+the command line and the MLflow pyfunc. No Hydra app or config files are involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from forecast.config import JOB_KEYS, DataConfig, ModelConfig, SavedConfig, TrainConfig
+from forecast.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_REMOTE = ("models:/", "runs:/")
+
+
+class Model:
+    """A recurrent forecasting model for many series (a global model), trained on a long table.
+
+    Options come as the typed groups (`data=DataConfig(...)`, `model=ModelConfig(...)`,
+    `train=TrainConfig(...)`) or as keywords of any of them (`horizon=24, hidden_size=64,
+    max_epochs=5`); defaults are the command line's (conf/). After `fit`: `forecaster_` (the
+    packaged model), `metrics_` (validation and test scores), `run_id_` and `model_uri_` (when
+    tracked in MLflow).
+    """
+
+    def __init__(
+        self,
+        data: DataConfig | None = None,
+        model: ModelConfig | None = None,
+        train: TrainConfig | None = None,
+        **options: Any,
+    ) -> None:
+        groups: dict[str, Any] = {
+            "data": data or DataConfig(),
+            "model": model or ModelConfig(),
+            "train": train or TrainConfig(),
+        }
+        by_key: dict[str, dict[str, Any]] = {name: {} for name in groups}
+        for key, value in options.items():
+            # input_size and horizon are the data's (the model takes them from it)
+            owner = next((n for n, g in groups.items() if key in type(g).keys()), None)
+            if owner is None:
+                valid = sorted({k for g in groups.values() for k in type(g).keys()})
+                raise ConfigError(f"unknown option {key!r}; valid: {', '.join(valid)}")
+            by_key[owner][key] = value
+        self.data = DataConfig.parse({**groups["data"].to_dict(), **by_key["data"]})
+        self.model = ModelConfig.parse({**groups["model"].to_dict(), **by_key["model"]})
+        self.train = TrainConfig.parse({**groups["train"].to_dict(), **by_key["train"]})
+        self.forecaster_: Any = None
+        self.metrics_: dict[str, float] = {}
+        self.run_id_: str | None = None
+        self.model_uri_: str | None = None
+        self._history: pd.DataFrame | None = None
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if self.forecaster_ is not None else "not fitted"
+        m, d = self.model, self.data
+        sizes = f"hidden_size={m.hidden_size}, input_size={d.input_size}, horizon={d.horizon}"
+        return f"Model({m.cell}, {sizes}; {fitted})"
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(
+        self,
+        df: pd.DataFrame | str | Path,
+        *,
+        experiment: str | None = None,
+        register: str | None = None,
+        alias: str = "candidate",
+        root_dir: str | Path = ".",
+    ) -> Model:
+        """Train on `df` (a long DataFrame, or a CSV / Parquet path): the last `data.test_size`
+        steps of each series are held out for the test scores, the `data.val_size` before them
+        choose the checkpoint (early stopping); `test_size=0` trains on all but validation.
+
+        `experiment`: track the run in MLflow (the store of `root_dir`, or MLFLOW_TRACKING_URI)
+        with the model logged; `register`: also register it under that name with `alias`.
+        """
+        from forecast.training import run
+
+        if register and not experiment:
+            experiment = "forecast"
+        frame = None
+        data = self.data
+        if isinstance(df, pd.DataFrame):
+            frame, data = df, replace(self.data, path=None, dataset=None)
+        elif isinstance(df, str | Path):
+            data = replace(self.data, path=str(df), dataset=None)
+        else:
+            raise ConfigError(f"fit takes a DataFrame or a file path, got {type(df).__name__}")
+        with tempfile.TemporaryDirectory(prefix="forecast-fit-") as out:
+            cfg = job_config(data, self.model, self.train, Path(out), root_dir, experiment, register, alias)
+            trained = run(cfg, frame=frame)
+        self.forecaster_ = trained.forecaster
+        self.metrics_ = trained.fit.metrics
+        self.run_id_ = trained.fit.run_id
+        self.model_uri_ = f"runs:/{self.run_id_}/model" if self.run_id_ else None
+        if register:
+            self.model_uri_ = f"models:/{register}@{alias}"
+        self._history = frame if frame is not None else None
+        self._source = None if frame is not None else str(df)
+        return self
+
+    # -- forecasting -------------------------------------------------------------------------
+    def predict(self, df: pd.DataFrame | None = None, future: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The next `horizon` steps after the end of each series of `df` (default: the table
+        `fit` was given). Columns: id, time, `y_hat`, then the model's quantiles and intervals
+        (docs/batch.md, "Output columns"). A model with future-known covariates reads them from
+        the rows after each history (target empty) or from `future`."""
+        return self._fitted().predict(self._table(df), future)
+
+    def cross_validation(
+        self,
+        df: pd.DataFrame | None = None,
+        n_windows: int = 3,
+        step: int | None = None,
+        season_length: int | None = None,
+    ) -> pd.DataFrame:
+        """Rolling-origin forecasts at the last `n_windows` origins `step` apart (default: the
+        horizon), beside the actuals (`y`) and the cutoff, as the backtest pipeline writes them.
+        The scores (MAE, sMAPE, MASE, ... and the seasonal-naive baseline's) are in
+        `cv_metrics_`. The model is not refit at each origin."""
+        from forecast.backtest import backtest_frame
+
+        forecaster = self._fitted()
+        m = season_length or self.data.season_length or _season(forecaster.settings.freq)
+        result = backtest_frame(forecaster, self._table(df), n_windows, step, m)
+        self.cv_metrics_ = result.metrics
+        return result.table
+
+    # -- files and MLflow --------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the model as plain files (weights, scaler, settings with the options it was
+        trained with; no pickles); `Model.load(path)` and the batch pipeline read them."""
+        return self._fitted().save(path)
+
+    @classmethod
+    def load(cls, source: str | Path, runtime: str = "torch", root_dir: str | Path = ".") -> Model:
+        """A saved folder, or a logged / registered model (`runs:/ID/model`, `models:/NAME@ALIAS`,
+        `models:/NAME/VERSION`) from the MLflow store of `root_dir` (or MLFLOW_TRACKING_URI)."""
+        from forecast.forecaster import Forecaster
+
+        folder = Path(source)
+        if str(source).startswith(_REMOTE):
+            from forecast.batch import resolve_model
+            from forecast.tracking.store import use_store
+
+            use_store(root_dir)
+            folder, _ = resolve_model(str(source))
+        forecaster = Forecaster.load(folder, runtime=runtime)  # type: ignore[arg-type]
+        saved = getattr(forecaster.settings, "config", None)
+        s = forecaster.settings  # a model saved before format 2 recorded its sizes only
+        model = (
+            cls(**_options(saved)) if saved else cls(input_size=s.input_size, horizon=s.horizon, freq=s.freq)
+        )
+        model.forecaster_ = forecaster
+        if str(source).startswith(_REMOTE):
+            model.model_uri_ = str(source)
+        return model
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _fitted(self) -> Any:
+        if self.forecaster_ is None:
+            raise ConfigError("the model is not fitted: call fit(df) or Model.load(path) first")
+        return self.forecaster_
+
+    def _table(self, df: pd.DataFrame | None) -> pd.DataFrame:
+        if df is not None:
+            return df
+        if self._history is not None:
+            return self._history
+        if getattr(self, "_source", None):
+            from forecast.data.io import read_table
+
+            return read_table(self._source)
+        raise ConfigError("give the history to forecast from: predict(df) (a loaded model keeps no data)")
+
+
+def _season(freq: str | int) -> int:
+    from forecast.data.calendar import season_length_for
+
+    return season_length_for(freq)
+
+
+def _options(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved model's options as `Model` keywords (the data's path is not carried over)."""
+    config = SavedConfig(**saved)
+    data = {k: v for k, v in config.data.items() if k not in ("path", "dataset")}
+    model = {k: v for k, v in config.model.items() if k not in ("input_size", "horizon")}
+    return {
+        "data": DataConfig.parse(data),
+        "model": ModelConfig.parse(model),
+        "train": TrainConfig.parse(config.train),
+    }
+
+
+def job_config(
+    data: DataConfig,
+    model: ModelConfig,
+    train: TrainConfig,
+    out: Path,
+    root_dir: str | Path = ".",
+    experiment: str | None = None,
+    register: str | None = None,
+    alias: str = "candidate",
+) -> Any:
+    """The training job's config, as `pipelines/train.py` composes it from conf/ with these
+    options (`tests/test_api.py` checks the two agree): the one config `forecast.training` reads."""
+    from omegaconf import OmegaConf
+
+    checkpoint = {
+        "_target_": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "dirpath": str(out / "checkpoints"),
+        "filename": "epoch_{epoch:03d}",
+        "auto_insert_metric_name": False,
+        "monitor": train.optimized_metric,
+        "mode": "min",
+        "save_last": False,
+    }
+    stopping = {
+        "_target_": "lightning.pytorch.callbacks.EarlyStopping",
+        "monitor": train.optimized_metric,
+        "mode": "min",
+    }
+    logger = None
+    if experiment:
+        logger = {
+            "_target_": "forecast.tracking.store.mlflow_logger",
+            "experiment_name": experiment,
+            "root_dir": str(root_dir),
+            "run_name": None,
+            "run_id": None,
+            "offline": False,
+            "request_timeout": 30,
+            "request_retries": 1,
+        }
+    cfg = OmegaConf.create(
+        {
+            "task_name": "api",
+            "resume": None,
+            "tune_lr": False,
+            "register": bool(register),
+            "registry": {"name": register or "", "alias": alias},
+            "data": {"_target_": DataConfig._target_, **data.to_dict()},
+            "model": {
+                "_target_": ModelConfig._target_,
+                **model.to_dict(),
+                "input_size": data.input_size,
+                "horizon": data.horizon,
+            },
+            "trainer": {
+                "_target_": "lightning.pytorch.Trainer",
+                "default_root_dir": str(out),
+                "log_every_n_steps": 20,
+                "enable_model_summary": False,
+            },
+            "callbacks": {"model_checkpoint": checkpoint, "early_stopping": stopping},
+            "logger": logger,
+            "paths": {"root_dir": str(root_dir), "log_dir": str(out / "logs"), "output_dir": str(out)},
+        }
+    )
+    for key, path in JOB_KEYS.items():  # the training options, where the command line has them
+        OmegaConf.update(cfg, path, getattr(train, key), force_add=True)
+    return cfg
