@@ -113,8 +113,9 @@ def test_help_lists_the_config_groups(installed, tmp_path):
     out = _run([bin_dir / "forecast-train", "--help"], tmp_path, env).stdout
     assert "== Configuration groups ==" in out
     groups = (
-        "data: epf_np_sample, file, m4_hourly_sample",
-        "model: attention, bilstm, gru, lstm, peephole, slstm",
+        # base: the typed schema every file of the group starts from (forecast.config)
+        "data: base, epf_np_sample, file, m4_hourly_sample",
+        "model: attention, base, bilstm, gru, lstm, peephole, slstm",
         "logger: mlflow",
     )
     for line in groups:
