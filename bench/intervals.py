@@ -61,7 +61,8 @@ def fit_model(overrides: list[str], levels: list[int], seed: int):
 
 def calibrated(forecaster, dm, levels: list[int], scale: str):
     """The forecaster with the training pipeline's calibration (every validation window) in `scale`."""
-    from forecast.intervals import calibrate, min_windows, window_residuals
+    from forecast.calibration import window_residuals
+    from forecast.intervals import calibrate, min_windows
 
     scores = window_residuals(forecaster, dm.datasets["val"], dm.eval_batch_size, scale)
     forecaster.intervals = calibrate(scores, levels, "validation", scale)
@@ -75,7 +76,7 @@ def window_units(forecaster, history: pd.DataFrame, n_windows: int) -> np.ndarra
     """(W,) the score unit of each of the backtest's windows (`n_windows` cutoffs per series, step
     1, series-major, oldest first), from the forecaster's own scaling of the cut histories."""
     from forecast.backtest import cutoff_ends
-    from forecast.forecaster import SeriesBlock
+    from forecast.blocks import SeriesBlock
     from forecast.intervals import score_units
 
     block = SeriesBlock.from_frame(forecaster.validate(history).frame, forecaster.columns)

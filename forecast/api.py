@@ -157,7 +157,7 @@ class Model:
 
         folder = Path(source)
         if str(source).startswith(_REMOTE):
-            from forecast.batch import resolve_model
+            from forecast.tracking.resolve import resolve_model
             from forecast.tracking.store import use_store
 
             use_store(root_dir)

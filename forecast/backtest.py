@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecast.blocks import SeriesBlock
 from forecast.data.io import read_table, write_parquet_atomic
 from forecast.errors import ConfigError, DataValidationError, require_int
-from forecast.forecaster import Forecaster, Runtime, SeriesBlock, check_finite
+from forecast.forecaster import Forecaster, Runtime
 from forecast.intervals import ConformalIntervals, calibrate, check_levels, interval_scores, score_units
+from forecast.layout import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -430,8 +432,8 @@ def run_backtest(
     """
     import mlflow
 
-    from forecast.batch import resolve_model
     from forecast.data.staging import prepare_output
+    from forecast.tracking.resolve import resolve_model
     from forecast.tracking.store import ensure_experiment, use_store
 
     check_refit(refit)

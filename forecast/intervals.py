@@ -10,8 +10,10 @@ smallest of the n held-out scores of step h; the forecast's interval is y_hat -/
 When the held-out windows and the future ones are exchangeable, that interval covers the truth
 with probability at least `level` (and less than `level` + 1 / (n + 1) without ties).
 
-Scores come from held-out windows: the validation windows at training time (`window_residuals`)
-or the windows of a backtest (`forecast.backtest`). docs/evaluation.md says which is which.
+Scores come from held-out windows: the validation windows at training time
+(`forecast.calibration.window_residuals`) or the windows of a backtest (`forecast.backtest`).
+docs/evaluation.md says which is which. This module is the maths and the file alone: it runs no
+model.
 """
 
 from __future__ import annotations
@@ -22,16 +24,10 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from forecast.errors import ConfigError, ModelNotFoundError
-from forecast.models.inputs import COVARIATE_KEYS
-
-if TYPE_CHECKING:
-    from forecast.data.windows import WindowDataset
-    from forecast.forecaster import Forecaster
 
 log = logging.getLogger(__name__)
 
@@ -199,31 +195,6 @@ def calibrate(
         return None
     quantiles = np.stack([conformal_quantile(scores, level) for level in kept])
     return ConformalIntervals(kept, quantiles, counts.astype(np.int64), source, scale)
-
-
-def window_residuals(
-    forecaster: Forecaster, dataset: WindowDataset, batch_size: int = 4096, scale: str = "series"
-) -> np.ndarray:
-    """(n_windows, H) scores |y - y_hat| / unit of the forecaster on a split's windows, NaN where
-    the target is missing: the windows come scaled by the same training scaler the model keeps."""
-    scale = check_scale(scale)
-    point = forecaster.settings.point_index
-    parts = []
-    for start in range(0, len(dataset), batch_size):
-        batch = dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset)))))
-        x = np.where(batch["x_mask"].numpy(), batch["x"].numpy(), np.float32(np.nan))
-        step, series = (batch[k].numpy() if k in batch else None for k in ("step", "series"))
-        covariates = {k: batch[k].numpy() for k in COVARIATE_KEYS if k in batch}
-        loc, spread = batch["loc"].numpy(), batch["scale"].numpy()  # (B,): a negbin model's counts need them
-        pred = forecaster.predict_scaled(x, batch_size, step, series, covariates, loc=loc, scale=spread)
-        pred = pred[:, :, point]  # (B, H) y_hat: the median of a quantile or distribution model
-        err = np.abs(batch["y"].numpy().astype(np.float64) - pred) / np.reshape(
-            score_units(scale, x), (-1, 1)
-        )
-        parts.append(np.where(batch["y_mask"].numpy(), err, np.nan))
-    if not parts:
-        return np.zeros((0, forecaster.settings.horizon))
-    return np.concatenate(parts)
 
 
 def interval_scores(

@@ -6,7 +6,7 @@ or with `force`. The decision, both scores and the data (path and digest) go int
 and onto both versions' tags.
 
 Output columns: a candidate whose forecast would lack a column the champion's has (its quantiles,
-its intervals; read from both versions' saved settings, `forecast.forecaster.saved_columns`) is
+its intervals; read from both versions' saved settings, `forecast.settings.saved_columns`) is
 refused before any backtest, a ConfigError, unless `force`: downstream readers of the forecast
 rely on the columns it writes (docs/batch.md, Output columns).
 
@@ -41,7 +41,8 @@ from forecast.backtest import (
 )
 from forecast.data.io import read_table
 from forecast.errors import ConfigError, ModelNotFoundError, require_int
-from forecast.forecaster import Forecaster, Runtime, saved_columns
+from forecast.forecaster import Forecaster, Runtime
+from forecast.settings import saved_columns
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _experiment(name: str, root_dir: str) -> str:
 
 def download(name: str, version: str) -> Path:
     """The forecaster folder of `name` version `version`."""
-    from forecast.batch import resolve_model
+    from forecast.tracking.resolve import resolve_model
 
     folder, _ = resolve_model(f"models:/{name}/{version}")
     return folder

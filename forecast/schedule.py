@@ -28,26 +28,19 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
 from forecast.asof import AsOf
-from forecast.batch import (
-    BatchResult,
-    Engine,
-    LoadRetry,
-    ModelRef,
-    RayOptions,
-    forecast_batch,
-    pin_model,
-)
+from forecast.batch import BatchResult, forecast_batch
 from forecast.cli import one_line
 from forecast.data.staging import output_lock, prepare_output
-from forecast.engines.local import ProgressMode
+from forecast.engines.request import BatchRequest
 from forecast.errors import ConfigError
-from forecast.forecaster import Runtime
+from forecast.tracking.resolve import ModelRef, pin_model
 from forecast.tracking.store import ensure_experiment, use_store
 
 log = logging.getLogger(__name__)
@@ -184,30 +177,31 @@ def run_scheduled_forecast(
     as_of_strict: bool = False,
     overwrite: bool = False,
     experiment: str = EXPERIMENT,
-    engine: Engine = "local",
-    runtime: Runtime = "auto",
-    batch_size: int = 4096,
-    chunk_rows: int = 1_000_000,
-    progress: ProgressMode = "auto",
-    ray: RayOptions | None = None,
-    retry: LoadRetry | None = None,
-    future: str | None = None,
+    **options: Any,
 ) -> BatchResult | None:
     """The batch forecast as of a date, safe to repeat; None when it was already done.
 
-    `as_of_strict`: an observed target after `as_of` fails the run (LateRowsError, exit 4,
-    nothing written) instead of being cut with a WARNING (`forecast.asof`). `future`: the future
-    table of a model with future-known covariates (`forecast_batch`).
+    `output` may hold `{as_of}`; `as_of_strict`: an observed target after `as_of` fails the run
+    (LateRowsError, exit 4, nothing written) instead of being cut with a WARNING
+    (`forecast.asof`); `options`: the other fields of `BatchRequest` (engine, runtime, future, ...).
     """
     cut = AsOf.parse(as_of, strict=as_of_strict)
+    request = BatchRequest(model_uri, input_path, output, root_dir, as_of=cut, **options)
+    return run_scheduled(request, overwrite=overwrite, experiment=experiment)
+
+
+def run_scheduled(
+    request: BatchRequest, *, overwrite: bool = False, experiment: str = EXPERIMENT
+) -> BatchResult | None:
+    """`run_scheduled_forecast` for a whole request (the Hydra app builds one from its config)."""
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite must be true or false, got {overwrite!r}")
-    if engine not in ("local", "ray"):
-        raise ConfigError(f"unknown engine {engine!r}; use local or ray")
-    target = output_path(output, cut)
-    use_store(root_dir)
-    prepare_output(target, folder=engine == "ray")  # before the registry is asked: exit 7 at once
-    ref = pin_model(model_uri, retry)
+    cut, model_uri, input_path = request.as_of, request.model_uri, request.input_path
+    assert cut is not None  # BatchRequest fills in the defaults
+    target = output_path(request.output_path, cut)
+    use_store(request.root_dir)
+    prepare_output(target, folder=request.engine == "ray")  # before the registry is asked: exit 7 at once
+    ref = pin_model(model_uri, request.retry)
     # One run at a time per output (and so per as_of): a twin started together waits, then finds
     # it done. overwrite=true asks for the work whatever was done: no lock, the last rename wins.
     with output_lock(target) if not overwrite else nullcontext():
@@ -225,33 +219,24 @@ def run_scheduled_forecast(
             "model_version": ref.version or "-",
             "input": os.path.abspath(input_path),
             "output": str(absolute),
-            "engine": engine,
+            "engine": request.engine,
         }
-        if future is not None:  # only then: runs of forecasts without one keep their params
-            params["future"] = os.path.abspath(future)
+        if request.future is not None:  # only then: runs of forecasts without one keep their params
+            params["future"] = os.path.abspath(request.future)
         tags = {"as_of": cut.label, "model_version": ref.version or "-", "model_name": ref.name or "-"}
         tags["as_of_strict"] = str(cut.strict).lower()
         name = f"{ref.name or 'batch'} v{ref.version or '-'} as_of={cut.label}"
-        experiment_id = ensure_experiment(experiment, root_dir)
+        experiment_id = ensure_experiment(experiment, request.root_dir)
         key = batch_key(ref, cut, absolute) if cut.value is not None else None
         run = open_run(experiment_id, key, params, tags, name)
         log.info("MLflow run %s (%s) for as_of=%s", run.run_id, "reused" if run.reused else "new", cut.label)
         try:
             result = forecast_batch(
-                ref.pinned_uri,  # the version pinned above, whatever the alias says by now
-                input_path,
-                str(target),
-                root_dir,
-                batch_size,
-                engine=engine,
-                runtime=runtime,
-                chunk_rows=chunk_rows,
-                progress=progress,
-                ray=ray,
-                retry=retry,
-                as_of=cut,
-                metadata={"forecast.uri": model_uri, "forecast.input": params["input"]},
-                future=future,
+                request.but(
+                    model_uri=ref.pinned_uri,  # the version pinned above, whatever the alias says by now
+                    output_path=str(target),
+                    metadata={"forecast.uri": model_uri, "forecast.input": params["input"]},
+                )
             )
         except BaseException as err:
             fail_run(run.run_id, err)

@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from forecast.calibration import window_residuals
 from forecast.checkpoints import (
     OVERRIDES_KEY,
     RUN_ID_KEY,
@@ -39,27 +40,23 @@ from forecast.console import EpochLine, on_terminal, quiet, run_link, summary
 from forecast.data.datamodule import SeriesDataModule
 from forecast.data.windows import collate_batch
 from forecast.distributed import hydra_job_argv
-from forecast.engines.onnx import onnx_export_available
-from forecast.errors import NonFiniteError, TrackingUnavailableError
+from forecast.errors import TrackingUnavailableError
+from forecast.finite import require_finite
 from forecast.forecaster import Forecaster, ForecasterSettings
-from forecast.intervals import calibrate, check_levels, check_scale, window_residuals
+from forecast.intervals import calibrate, check_levels, check_scale
 from forecast.lr_finder import check_tune_lr, find_lr
 from forecast.metrics import make_metrics, update_metrics
 from forecast.models.module import ForecastModule
 from forecast.plotting import plot_attention, plot_forecasts
 from forecast.stale_runs import claim_run
 from forecast.tracking import log_forecaster, register, use_store
-from forecast.tracking.outage import (
-    UNPUBLISHED_DIR,
-    ResilientMLFlowLogger,
-    check_server,
-    is_outage,
-    keep_unpublished,
-)
-from forecast.tracking.outage import reason as outage_reason
+from forecast.tracking.http import check_server, is_outage
+from forecast.tracking.http import reason as outage_reason
+from forecast.tracking.outage import UNPUBLISHED_DIR, ResilientMLFlowLogger, keep_unpublished
+from forecast.tracking.pyfunc import serving_exports
 from forecast.tracking.store import tracking_uri
+from forecast.trials import trial_from_config
 from forecast.tuning import STATE_TAG, OptunaPruning, parent_run, trial_tags
-from hydra_plugins.forecast_optuna_sweeper import trial_from_config
 
 log = logging.getLogger(__name__)
 
@@ -232,24 +229,6 @@ def input_example(dm: SeriesDataModule, history: pd.DataFrame, ids: Sequence) ->
     return example.astype({c.target_col: "float64"}).reset_index(drop=True)
 
 
-def serving_exports(export: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Which serving copies to log with the model: `auto` = ONNX when onnx/onnxruntime are installed.
-
-    An explicit list (`export=[onnx]`) fails loudly later if the packages are missing; `auto`
-    only logs which path it took, so a minimal install still trains and registers.
-    """
-    if export is None:
-        return ()
-    if isinstance(export, str):
-        if export != "auto":
-            return (export,)
-        if onnx_export_available():
-            return ("onnx",)
-        log.info("not logging an ONNX copy: pip install forecast[onnx] for the faster serving path")
-        return ()
-    return tuple(export)
-
-
 @dataclass
 class FitResult:
     """What a fit leaves behind: the best weights, the data, the scores and the MLflow run."""
@@ -397,16 +376,20 @@ def check_finite(metrics: dict[str, float], value: float | None = None, name: st
     validation ones, and the optimized metric `value` (`name`).
     """
     split = "test/" if any(k.startswith("test/") for k in metrics) else "val/"
-    bad = {k: v for k, v in metrics.items() if k.startswith(split) and not np.isfinite(v)}
-    if value is not None and not np.isfinite(value):
-        bad[name or "optimized metric"] = value
-    if bad:
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items())[:6])
-        raise NonFiniteError(
+    scores = [(k, v) for k, v in metrics.items() if k.startswith(split)]
+    if value is not None:
+        scores.append((name or "optimized metric", value))
+
+    def message(bad: np.ndarray) -> str:
+        named = dict(score for score, is_bad in zip(scores, bad, strict=True) if is_bad)
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(named.items())[:6])
+        return (
             f"validation/test metrics are not finite ({shown}): the model was not logged, "
             "registered or given an alias. Look for extreme target values (e.g. 1e30) or "
             "lower model.lr"
         )
+
+    require_finite([v for _, v in scores], message)
 
 
 class _RunGuard:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forecast.tracking.registry import register
 from forecast.tracking.store import ensure_experiment, use_store
+from forecast.trials import resolve_storage
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,6 @@ class MLflowSweepCallback(HydraCallback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         import optuna
-
-        from hydra_plugins.forecast_optuna_sweeper._impl import resolve_storage
 
         sweeper = config.hydra.sweeper
         storage = resolve_storage(sweeper.get("storage"))

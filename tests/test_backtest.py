@@ -13,9 +13,9 @@ from pipeline_helpers import register_forecaster
 
 from forecast.backtest import backtest_frame, cutoff_ends, data_digest, resolve_season_length
 from forecast.baselines import seasonal_naive
+from forecast.blocks import SeriesBlock
 from forecast.data import synthetic_long
 from forecast.errors import ConfigError, DataValidationError, ModelNotFoundError
-from forecast.forecaster import SeriesBlock
 
 L, H, M = 24, 6, 12
 

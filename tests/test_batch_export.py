@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from forecast.data import SeriesDataModule, synthetic_long
-from forecast.forecaster import ONNX, Forecaster
+from forecast.forecaster import Forecaster
 from forecast.models import ForecastModule
+from forecast.settings import ONNX
 from forecast.training import build_forecaster
 
 pytest.importorskip("onnx")
@@ -70,12 +71,13 @@ def test_exporting_is_opt_in_and_runtime_falls_back(tmp_path):
 
 def test_training_export_setting(monkeypatch, caplog):
     """`export: auto` logs the ONNX copy only when it can be made; explicit lists pass through."""
-    import forecast.training as training
+    import forecast.onnx as onnx
+    import forecast.tracking.pyfunc as training  # where the setting is read
 
-    monkeypatch.setattr(training, "onnx_export_available", lambda: True)
+    monkeypatch.setattr(onnx, "onnx_export_available", lambda: True)
     assert training.serving_exports("auto") == ("onnx",)
-    monkeypatch.setattr(training, "onnx_export_available", lambda: False)
-    with caplog.at_level("INFO", logger="forecast.training"):
+    monkeypatch.setattr(onnx, "onnx_export_available", lambda: False)
+    with caplog.at_level("INFO", logger="forecast.tracking.pyfunc"):
         assert training.serving_exports("auto") == ()
     assert "pip install forecast[onnx]" in caplog.text
     assert training.serving_exports(["onnx"]) == ("onnx",)

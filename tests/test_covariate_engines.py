@@ -16,9 +16,9 @@ from mlflow.exceptions import MlflowException
 from forecast.asof import AsOf
 from forecast.data.validation import DataValidationError
 from forecast.engines.local import forecast_file
-from forecast.engines.onnx import onnx_export_available
 from forecast.errors import MissingFutureError
 from forecast.forecaster import Forecaster
+from forecast.onnx import onnx_export_available
 from forecast.tracking import ensure_experiment, log_forecaster, register
 
 CUT = 48  # each series' history ends at the end of 2024-01-02 (hourly from 2024-01-01 00:00)
@@ -166,7 +166,8 @@ def test_ray_engine_matches_the_local_engine(data, model, isolated_mlflow, tmp_p
     pytest.importorskip("ray")
     from pipeline_helpers import register_forecaster
 
-    from forecast.batch import RayOptions, run_batch_forecast
+    from forecast.batch import run_batch_forecast
+    from forecast.engines.request import RayOptions
 
     frame, history, future = data
     forecaster, _ = model

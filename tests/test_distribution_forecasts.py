@@ -10,9 +10,10 @@ import torch
 
 from forecast.backtest import backtest_frame
 from forecast.data import SeriesDataModule
-from forecast.engines.onnx import onnx_export_available
 from forecast.forecaster import Forecaster
 from forecast.models import ForecastModule
+from forecast.models.distributions import DISTRIBUTIONS
+from forecast.onnx import onnx_export_available
 from forecast.tracking.pyfunc import ForecastPyfunc
 from forecast.training import build_forecaster
 
@@ -93,13 +94,13 @@ def test_the_onnx_copy_forecasts_what_pytorch_does(student_t, tmp_path):
 
 
 @needs_onnx
-@pytest.mark.parametrize("loss", ["normal", "student_t", "negbin"])
+@pytest.mark.parametrize("loss", DISTRIBUTIONS)
 def test_every_distribution_agrees_across_runtimes_on_the_scaled_quantiles(loss, tmp_path):
+    from forecast.blocks import SeriesBlock
     from forecast.data.synthetic import synthetic_long
-    from forecast.forecaster import SeriesBlock
 
     frame = synthetic_long(n_series=6, length=120, seed=2)
-    if loss == "negbin":
+    if DISTRIBUTIONS[loss].discrete:
         frame = _counts(frame)
     torch.manual_seed(1)
     forecaster = build_forecaster(_module(loss), _data(frame))

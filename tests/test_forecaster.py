@@ -6,7 +6,8 @@ import pytest
 from model_helpers import tiny_forecaster
 
 from forecast.data import SeriesDataModule
-from forecast.forecaster import Forecaster, ForecasterSettings, future_timestamps
+from forecast.forecaster import Forecaster, ForecasterSettings
+from forecast.layout import future_timestamps
 from forecast.models import ForecastModule
 from forecast.training import build_forecaster
 

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from covariate_helpers import ALL, FUTR, KINDS, H, build, covariate_frame, split, with_future_rows
 
+from forecast.blocks import SeriesBlock
 from forecast.data.validation import DataValidationError
-from forecast.engines.onnx import onnx_export_available
 from forecast.errors import ConfigError
-from forecast.forecaster import Forecaster, SeriesBlock
+from forecast.forecaster import Forecaster
+from forecast.onnx import onnx_export_available
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CUT = 50  # each series' history: its first 50 of 60 rows
@@ -193,7 +194,7 @@ def test_origins_inside_the_history_forecast_as_a_cut_history(frame, model):
     """The backtest's recipe: encode the whole table once (need_future=False), cut each series
     at an earlier origin and point `ahead` there: the same forecast as the cut history with
     its next rows as future rows."""
-    from forecast.forecaster import CovariateRows
+    from forecast.blocks import CovariateRows
 
     block = model.covariate_block(frame, need_future=False)
     cut_at = block.starts + 40  # (n,) origins: 40 rows into every series

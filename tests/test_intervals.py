@@ -18,9 +18,10 @@ from pipeline_helpers import register_forecaster
 
 from forecast.backtest import backtest_frame, cutoff_ends, levels_to_calibrate
 from forecast.batch import run_batch_forecast
+from forecast.blocks import SeriesBlock
 from forecast.data import SeriesDataModule
 from forecast.errors import ConfigError, ModelNotFoundError
-from forecast.forecaster import Forecaster, SeriesBlock
+from forecast.forecaster import Forecaster
 from forecast.intervals import (
     INTERVALS,
     MIN_SPREAD,

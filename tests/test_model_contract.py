@@ -25,9 +25,11 @@ import torch
 from covariate_helpers import MODEL_CONF, covariate_frame, model_config
 
 from forecast.data import SeriesDataModule
-from forecast.engines.onnx import onnx_export_available
 from forecast.forecaster import Forecaster
 from forecast.models import ForecastModule
+from forecast.models.distributions import DISTRIBUTIONS
+from forecast.models.encoders import ENCODERS
+from forecast.onnx import onnx_export_available
 from forecast.training import build_forecaster
 
 MODELS = sorted(p.stem for p in MODEL_CONF.glob("*.yaml"))
@@ -49,23 +51,22 @@ KINDS = {
 HEADS = {
     "point": {"loss": "mae"},
     "quantile": {"loss": "quantile", "quantiles": [0.1, 0.5, 0.9]},
-    "normal": {"loss": "normal", "quantiles": [0.1, 0.5, 0.9]},
-    "student_t": {"loss": "student_t", "quantiles": [0.1, 0.5, 0.9]},
-    "negbin": {"loss": "negbin", "quantiles": [0.1, 0.5, 0.9]},
+    **{name: {"loss": name, "quantiles": [0.1, 0.5, 0.9]} for name in DISTRIBUTIONS},
 }
+COUNTS = {name for name, distribution in DISTRIBUTIONS.items() if distribution.discrete}
 
 
 @cache
 def _frame(counts: bool) -> pd.DataFrame:
     frame = covariate_frame(n_series=4, length=24 * 14, seed=1)
-    if counts:  # the negative binomial head models counts: non-negative integers
+    if counts:  # a discrete head (negbin) models counts: non-negative integers
         frame["y"] = np.round(np.clip(frame["y"] - 5.0, 0.0, None))
     return frame
 
 
 def _fit(model: str, kind: str, head: str, steps: int = 100) -> tuple[Forecaster, SeriesDataModule]:
     dm = SeriesDataModule(
-        frame=_frame(head == "negbin"), freq="h", input_size=L, horizon=H, val_size=H, test_size=0,
+        frame=_frame(head in COUNTS), freq="h", input_size=L, horizon=H, val_size=H, test_size=0,
         batch_size=64, season_length=SEASON, **KINDS[kind],
     )  # fmt: skip
     dm.setup()
@@ -160,13 +161,13 @@ def test_pyfunc_gives_the_forecasters_numbers(model, head, tmp_path):
     pd.testing.assert_frame_equal(loaded.predict(history), forecaster.predict(history), check_dtype=False)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole", "slstm"])
+@pytest.mark.parametrize("cell", ENCODERS)
 def test_onnx_export_with_dropout_agrees_and_leaves_the_net_in_eval(cell, tmp_path):
     """The exporter restores the mode of what it traced: the net must stay in eval (no dropout in
     the forecasts after a save), and the 1e-5 check must compare eval with eval."""
     pytest.importorskip("onnxruntime")
-    from forecast.engines.onnx import export_onnx, probe_batch
     from forecast.models import build_net
+    from forecast.onnx import export_onnx, probe_batch
 
     params = {"input_size": L, "horizon": H, "cell": cell, "hidden_size": 16, "num_layers": 2}
     params.update(segment_len=6, head_hidden=16, window_norm=True, dropout=0.3)

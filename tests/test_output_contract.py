@@ -27,20 +27,15 @@ from scipy import stats
 from stores import new_store
 
 from forecast.backtest import backtest_frame, run_backtest
+from forecast.blocks import SeriesBlock
 from forecast.data import synthetic_long
 from forecast.errors import ConfigError
-from forecast.forecaster import (
-    SCALER,
-    SETTINGS,
-    WEIGHTS,
-    Forecaster,
-    ForecasterSettings,
-    SeriesBlock,
-    median_of_quantiles,
-    saved_columns,
-)
+from forecast.forecaster import Forecaster, ForecasterSettings
+from forecast.models.distributions import DISTRIBUTIONS
+from forecast.models.outputs import median_of_quantiles
 from forecast.promotion import promote
 from forecast.schedule import run_scheduled_forecast
+from forecast.settings import SCALER, SETTINGS, WEIGHTS, saved_columns
 from forecast.tracking.pyfunc import ForecastPyfunc
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -48,9 +43,7 @@ NETS = Path(__file__).parent / "models" / "fixtures" / "nets_before_covariates.p
 HEADS = {
     "point": {},
     "quantile": {"loss": "quantile", "quantiles": [0.1, 0.5, 0.9]},
-    "normal": {"loss": "normal"},
-    "student_t": {"loss": "student_t"},
-    "negbin": {"loss": "negbin"},
+    **{name: {"loss": name} for name in DISTRIBUTIONS},
 }
 QUANTILES = ["y_hat_q10", "y_hat_q50", "y_hat_q90"]
 BANDS = ["y_hat_lo_80", "y_hat_hi_80", "y_hat_lo_95", "y_hat_hi_95"]
@@ -98,9 +91,9 @@ def _raw_params(forecaster: Forecaster, frame: pd.DataFrame):
     return params, w.loc.astype(np.float64)[:, None], w.scale.astype(np.float64)[:, None]
 
 
-@pytest.mark.parametrize("loss", ["normal", "student_t", "negbin"])
+@pytest.mark.parametrize("loss", DISTRIBUTIONS)
 def test_y_hat_is_the_exact_median_of_the_distribution_without_a_median_level(loss, tiny_frame):
-    frame = tiny_frame.assign(y=tiny_frame["y"].round()) if loss == "negbin" else tiny_frame
+    frame = tiny_frame.assign(y=tiny_frame["y"].round()) if DISTRIBUTIONS[loss].discrete else tiny_frame
     forecaster = tiny_forecaster(frame, seed=3, loss=loss, quantiles=[0.1, 0.9])
     out = forecaster.predict(frame)
     assert list(out.columns) == ["unique_id", "ds", "y_hat", "y_hat_q10", "y_hat_q90"]

@@ -10,8 +10,9 @@ import pytest
 from model_helpers import tiny_forecaster
 from pipeline_helpers import register_forecaster
 
-from forecast.batch import RayOptions, run_batch_forecast
+from forecast.batch import run_batch_forecast
 from forecast.data import synthetic_long
+from forecast.engines.request import RayOptions
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

@@ -20,11 +20,11 @@ from app_runner import run_inprocess
 from pipeline_helpers import register_forecaster
 
 from forecast.asof import AsOf
-from forecast.batch import ModelRef
 from forecast.data import SeriesDataModule, synthetic_long
 from forecast.errors import ConfigError, DataValidationError, NoHistoryError
 from forecast.models import ForecastModule
 from forecast.schedule import EXPERIMENT, already_done, output_path
+from forecast.tracking.resolve import ModelRef
 from forecast.training import build_forecaster
 
 L, H = 24, 6
@@ -412,7 +412,7 @@ def test_two_runs_started_together_do_the_work_once(work, store, monkeypatch):
     real, calls, entered = schedule.forecast_batch, [], threading.Event()
 
     def slow_forecast(*args, **kwargs):
-        calls.append(args[2])
+        calls.append(args[0].output_path)
         entered.set()
         time.sleep(1.0)  # the twin arrives while this one holds the lock
         return real(*args, **kwargs)

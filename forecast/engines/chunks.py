@@ -20,11 +20,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forecast.blocks import SeriesBlock, run_starts
 from forecast.data.calendar import fixed_step
 from forecast.data.io import read_table
 from forecast.data.validation import DataValidationError
 from forecast.errors import MissingFutureError
-from forecast.forecaster import Forecaster, SeriesBlock, run_starts
+from forecast.forecaster import Forecaster
 
 
 def time_step(time_type: pa.DataType, freq: str | int) -> int | None:

@@ -31,6 +31,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from forecast.asof import AsOf, FutureCut, HistoryCut
+from forecast.blocks import ScaledWindows
 from forecast.data.io import (
     check_input,
     csv_delimiter,
@@ -44,7 +45,7 @@ from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import FutureRows, chunk_block
 from forecast.errors import ConfigError, LateRowsError, MissingFutureError, NoHistoryError, NonFiniteError
-from forecast.forecaster import Forecaster, ScaledWindows, log_padded
+from forecast.forecaster import Forecaster, log_padded
 
 log = logging.getLogger(__name__)
 

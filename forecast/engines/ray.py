@@ -31,11 +31,11 @@ import pyarrow.dataset as pds
 from forecast.data.staging import fsync_tree, output_error, remove, staging_path, sweep_stale
 
 if TYPE_CHECKING:
-    from forecast.asof import AsOf
-    from forecast.batch import LoadRetry, ModelRef, RayOptions
     from forecast.data.validation import ColumnSpec
     from forecast.engines.local import StreamSummary
+    from forecast.engines.request import BatchRequest
     from forecast.forecaster import Forecaster, Runtime
+    from forecast.tracking.resolve import ModelRef
 
 # Ray workers import this module to run `tag_partitions` and `forecast_partition`: the heavy
 # imports (torch, MLflow, and Lightning through forecast.data) happen inside the functions that
@@ -71,8 +71,8 @@ def _worker_forecaster(model_uri: str, tracking_uri: str, runtime: Runtime) -> F
     """The model, loaded once per worker process (Ray reuses workers across tasks)."""
     import mlflow
 
-    from forecast.batch import resolve_model
     from forecast.forecaster import Forecaster
+    from forecast.tracking.resolve import resolve_model
 
     mlflow.set_tracking_uri(tracking_uri)
     folder, _ = resolve_model(model_uri)
@@ -215,19 +215,8 @@ def _read(ray, source: Path, sep: str, names: list[str]):
     return ray.data.read_parquet(str(source)).select_columns(names)
 
 
-def forecast_on_ray(
-    model_uri: str,
-    input_path: str,
-    output_path: str,
-    options: RayOptions,
-    batch_size: int = 4096,
-    runtime: Runtime = "auto",
-    retry: LoadRetry | None = None,
-    as_of: AsOf | None = None,
-    metadata: dict[str, str] | None = None,
-    future: str | None = None,
-) -> tuple[StreamSummary, ModelRef]:
-    """Forecast every series of `input_path` on Ray into the folder `output_path`.
+def forecast_on_ray(request: BatchRequest) -> tuple[StreamSummary, ModelRef]:
+    """Forecast every series of the request's input on Ray into the folder `output_path`.
 
     `as_of` drops the rows after that date (or step) in the workers, before the shuffle (a
     model with future-known covariates and no future table keeps them as future rows, target
@@ -248,15 +237,18 @@ def forecast_on_ray(
         no_history,
         warn_cut,
     )
-    from forecast.batch import resolve_model
     from forecast.data.io import table_columns
     from forecast.data.validation import validate_long_frame
     from forecast.engines.local import StreamSummary, input_columns
     from forecast.forecaster import Forecaster
+    from forecast.tracking.resolve import resolve_model
 
     started = time.perf_counter()
-    as_of = as_of or AsOf(None)
-    folder, ref = resolve_model(model_uri, retry)  # fail early, here, if it is not a forecast model
+    input_path, output_path, options = request.input_path, request.output_path, request.ray
+    as_of, future, metadata = request.as_of or AsOf(None), request.future, request.metadata
+    assert options is not None  # BatchRequest fills in the defaults
+    # fail early, here, if it is not a forecast model
+    folder, ref = resolve_model(request.model_uri, request.retry)
     loaded = Forecaster.load(folder)
     columns = loaded.columns
     as_of.check(loaded.settings.freq, columns.time_col)
@@ -332,8 +324,8 @@ def forecast_on_ray(
                 fn_kwargs={
                     "model_uri": ref.pinned_uri,
                     "tracking_uri": mlflow.get_tracking_uri(),
-                    "runtime": runtime,
-                    "batch_size": batch_size,
+                    "runtime": request.runtime,
+                    "batch_size": request.batch_size,
                     "metadata": {**ref.metadata(), **(metadata or {})},
                     "future": None if ahead is None else ray.put(ahead),
                 },
@@ -356,7 +348,7 @@ def forecast_on_ray(
     log.info(
         "forecast %d input rows with %s (version %s) on Ray -> %s",
         rows,
-        ref.name or model_uri,
+        ref.name or request.model_uri,
         ref.version or "-",
         output_path,
     )

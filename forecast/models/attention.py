@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from forecast.errors import ConfigError
-from forecast.models.decoders import Encoded
+from forecast.models.encoders import Encoded
 from forecast.models.heads import MLPHead
 
 AttentionKind = Literal["dot", "additive"]

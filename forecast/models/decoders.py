@@ -4,26 +4,23 @@ All are direct multi-horizon decoders (every future step at once, no recursive f
 take an `Encoded` and the encoder itself (the segment decoder runs one more step of it), and
 return P raw columns per horizon step, which the output part (`forecast.models.outputs`) turns
 into a point forecast, quantiles or a distribution's parameters.
+
+`DECODERS` names each kind once, with a builder that takes the common arguments
+(`DecoderArgs`); a new decoder is its module and one entry here.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from forecast.errors import ConfigError
+from forecast.models.attention import AttentionDecoder
+from forecast.models.encoders import Encoded
 from forecast.models.heads import FutureHead, MLPHead
-
-
-class Encoded(NamedTuple):
-    """What the encoder produced for a batch, with the covariates the decoders may read."""
-
-    outputs: torch.Tensor  # (B, N, dirs * hidden): every recurrent step's top-layer output
-    state: torch.Tensor | tuple[torch.Tensor, ...]  # final state, each (layers * dirs, B, hidden)
-    context: torch.Tensor  # (B, dirs * hidden + S): final hidden state (+ static features)
-    static: torch.Tensor | None  # (B, S)
-    futr: torch.Tensor | None  # (B, H, F): future-known covariates of the horizon steps
 
 
 class MLPDecoder(nn.Module):
@@ -103,3 +100,68 @@ class SegmentDecoder(nn.Module):
         steps, _ = rnn(inputs, state)  # (B * M, 1, hidden)
         out = self.head(steps[:, 0])  # (B * M, seg * P)
         return out.reshape(B, M * self.segment_len, self.n_outputs)[:, : self.horizon]
+
+
+@dataclass(frozen=True)
+class DecoderArgs:
+    """What a decoder may be built from: the sizes of the parts around it and the decoder options."""
+
+    input_dim: int  # the encoder's input width per recurrent step (the input embedding's)
+    hidden_size: int  # per direction
+    directions: int  # 2: a bidirectional encoder
+    static_dim: int  # S: static features joined to the context
+    futr_dim: int  # F: future-known covariates per step
+    horizon: int
+    segment_len: int
+    n_outputs: int  # P: the output part's raw columns per step
+    head_hidden: int
+    dropout: float
+    attention: str  # the options of decoder=attention (`OWN_OPTIONS`)
+    attention_heads: int
+    attention_dim: int
+
+    @property
+    def enc_dim(self) -> int:
+        """The width of every recurrent step's top-layer output: dirs * hidden."""
+        return self.hidden_size * self.directions
+
+    @property
+    def context_dim(self) -> int:
+        """The width of `Encoded.context`: dirs * hidden + S."""
+        return self.enc_dim + self.static_dim
+
+
+def _mlp(a: DecoderArgs) -> nn.Module:
+    return MLPDecoder(a.context_dim, a.futr_dim, a.horizon, a.n_outputs, a.head_hidden, a.dropout)
+
+
+def _segments(a: DecoderArgs) -> nn.Module:
+    if a.directions != 1:
+        raise ConfigError("decoder=segments continues the encoder's state forward: use bidirectional=false")
+    return SegmentDecoder(
+        a.input_dim, a.hidden_size, a.horizon, a.segment_len, a.n_outputs, a.futr_dim, a.static_dim, a.dropout
+    )
+
+
+def _attention(a: DecoderArgs) -> nn.Module:
+    return AttentionDecoder(
+        a.enc_dim, a.context_dim, a.futr_dim, a.horizon, a.n_outputs, a.head_hidden, a.dropout,
+        a.attention_heads, a.attention, a.attention_dim,
+    )  # fmt: skip
+
+
+DECODERS: dict[str, Callable[[DecoderArgs], nn.Module]] = {
+    "mlp": _mlp,  # a direct MLP head on the final state
+    "segments": _segments,  # SegRNN's parallel segment decoding
+    "attention": _attention,  # per horizon step a query over the encoder's states
+}
+# Options that one decoder alone reads: a model saves them only when it uses that decoder (as
+# models saved before the decoder existed did not have them).
+OWN_OPTIONS: dict[str, tuple[str, ...]] = {"attention": ("attention", "attention_heads", "attention_dim")}
+
+
+def decoder_builder(name: str) -> Callable[[DecoderArgs], nn.Module]:
+    """The builder of the decoder `name`, or a ConfigError that lists the known ones."""
+    if name not in DECODERS:
+        raise ConfigError(f"unknown decoder {name!r}; use one of {', '.join(DECODERS)}")
+    return DECODERS[name]

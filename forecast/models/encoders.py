@@ -2,12 +2,14 @@
 
 Every kind is called like `nn.LSTM(batch_first=True)`: `(inputs (B, T, in), state=None) ->
 (outputs (B, T, dirs * hidden), state)`, the state a tensor (GRU) or a tuple of tensors, each
-(layers * dirs, B, hidden). The decoders rely on nothing else, so a new cell is one entry here.
+(layers * dirs, B, hidden). The decoders rely on nothing else, so a new cell is one entry in
+`ENCODERS` (and its module). `Encoded` is what the encoder read, as the decoders take it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -50,3 +52,13 @@ def last_hidden(state: torch.Tensor | tuple[torch.Tensor, ...], directions: int)
     """The top layer's final hidden state, both directions joined: (B, dirs * hidden)."""
     h_n = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, hidden)
     return h_n[-directions:].transpose(0, 1).reshape(h_n.shape[1], -1)
+
+
+class Encoded(NamedTuple):
+    """What the encoder produced for a batch, with the covariates the decoders may read."""
+
+    outputs: torch.Tensor  # (B, N, dirs * hidden): every recurrent step's top-layer output
+    state: torch.Tensor | tuple[torch.Tensor, ...]  # final state, each (layers * dirs, B, hidden)
+    context: torch.Tensor  # (B, dirs * hidden + S): final hidden state (+ static features)
+    static: torch.Tensor | None  # (B, S)
+    futr: torch.Tensor | None  # (B, H, F): future-known covariates of the horizon steps

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,14 +12,15 @@ import torch
 from forecast.config import ModelConfig
 from forecast.errors import ConfigError, require_int
 from forecast.metrics import make_metrics, pinball, quantile_crps, update_metrics, update_probabilistic
-from forecast.models import distributions
-from forecast.models.distributions import DEFAULT_QUANTILES
+from forecast.models.decoders import OWN_OPTIONS
+from forecast.models.distributions import DEFAULT_QUANTILES, DISTRIBUTIONS, Distribution
 from forecast.models.inputs import CovariateDims
 from forecast.models.outputs import median_of_quantiles
 from forecast.models.registry import NETS, build_net
 
-Loss = Literal["mae", "mse", "quantile", "smape", "normal", "student_t", "negbin"]
-LOSSES = ("mae", "mse", "quantile", "smape", *distributions.KINDS)
+# The point and quantile losses, then one per distribution (`distributions.DISTRIBUTIONS`).
+LOSSES = ("mae", "mse", "quantile", "smape", *DISTRIBUTIONS)
+Loss = str  # a name in LOSSES (a Literal would name every distribution a second time)
 
 __all__ = ["ForecastModule", "Loss", "pinball"]  # pinball: imported from here before it moved
 
@@ -28,10 +29,9 @@ class ForecastModule(L.LightningModule):
     """Trains a forecasting net on scaled windows; reports metrics on the raw scale.
 
     `loss`: a point loss (mae, mse, smape), the pinball loss of `quantiles` (monotone quantile
-    columns), or a distribution's negative log-likelihood (normal, student_t, negbin: the net
-    outputs its parameters, `forecast.models.distributions`; forecasts are its `quantiles`,
-    default 0.1, 0.5, 0.9). Probabilistic models also report `crps` and `coverage_NN` on val
-    and test.
+    columns), or a distribution's negative log-likelihood (`distributions.DISTRIBUTIONS`: the
+    net outputs its parameters; forecasts are its `quantiles`, default 0.1, 0.5, 0.9).
+    Probabilistic models also report `crps` and `coverage_NN` on val and test.
 
     `covariates`: the data's covariate encoder `dims` (`SeriesDataModule.covariates.dims`),
     passed to the net; None for a model of the target alone.
@@ -65,10 +65,12 @@ class ForecastModule(L.LightningModule):
             raise ConfigError(f"unknown loss {c.loss!r}; use one of {', '.join(LOSSES)}")
         if c.loss == "quantile" and not c.quantiles:
             raise ConfigError("loss=quantile needs model.quantiles (e.g. [0.1, 0.5, 0.9])")
-        is_distribution = c.loss in distributions.KINDS
+        # A distribution loss: the net outputs its parameters, the loss is its likelihood.
+        distribution = DISTRIBUTIONS.get(c.loss)
+        is_distribution = distribution is not None
         if c.quantiles and c.loss != "quantile" and not is_distribution:
             raise ConfigError(
-                f"model.quantiles needs loss=quantile or a distribution ({', '.join(distributions.KINDS)}), "
+                f"model.quantiles needs loss=quantile or a distribution ({', '.join(DISTRIBUTIONS)}), "
                 f"got loss={c.loss}: set model.quantiles=null or change the loss"
             )
         quantiles = c.quantiles
@@ -82,12 +84,11 @@ class ForecastModule(L.LightningModule):
         self.net_kind = c.net
         # The net's constructor values: the options its signature takes, and what the data sized.
         taken = inspect.signature(NETS[c.net]).parameters if c.net in NETS else {}
-        net_params: dict[str, Any] = {k: v for k, v in c.to_dict().items() if k in taken}
-        if c.decoder != "attention":  # as saved before attention existed: the keys it reads only
-            for key in ("attention", "attention_heads", "attention_dim"):
-                net_params.pop(key, None)
+        # Another decoder's own options are left out, as saved before that decoder existed.
+        unread = {key for decoder, own in OWN_OPTIONS.items() if decoder != c.decoder for key in own}
+        net_params: dict[str, Any] = {k: v for k, v in c.to_dict().items() if k in taken and k not in unread}
         net_params.update(
-            n_outputs=distributions.N_PARAMS[c.loss] if is_distribution else max(len(qs), 1),
+            n_outputs=distribution.n_params if distribution is not None else max(len(qs), 1),
             n_series=n_series if c.cycle_len and c.cycle_per_series else 0,
             covariates=_plain_dims(covariates),
             # Quantiles are monotone by construction (models saved before that used "point");
@@ -103,7 +104,7 @@ class ForecastModule(L.LightningModule):
         self.net = build_net(c.net, self.net_params)
         self.register_buffer("quantiles", torch.tensor(qs, dtype=torch.float32), persistent=False)
         self.levels = qs  # a quantile model's point forecast is their median: y_hat, as forecasts write it
-        self.distribution = c.loss if is_distribution else None
+        self.distribution: Distribution | None = distribution
         # Keyed "<stage>_" because ModuleDict keys may not shadow nn.Module methods such as train().
         # CRPS and coverage on val and test only: a distribution's quantiles take scipy on the CPU.
         self.metrics = torch.nn.ModuleDict(
@@ -131,7 +132,7 @@ class ForecastModule(L.LightningModule):
         elif self.hparams.loss == "quantile":
             per_step = pinball(pred, y, self.quantiles).mean(-1)  # (B, H)
         elif self.distribution is not None:
-            per_step = distributions.nll(self.distribution, pred, y, loc, scale)  # (B, H)
+            per_step = self.distribution.nll(pred, y, loc, scale)  # (B, H)
         elif self.hparams.loss == "mse":
             per_step = (pred[..., 0] - y).square()
         else:
@@ -144,7 +145,7 @@ class ForecastModule(L.LightningModule):
         scale, loc = batch["scale"][:, None], batch["loc"][:, None]  # (B, 1)
         loss = self._loss(pred, batch["y"], batch["y_mask"], loc, scale)
         if self.distribution is not None:
-            y_hat = distributions.point_raw(self.distribution, pred.detach(), loc, scale)  # (B, H) raw
+            y_hat = self.distribution.point_raw(pred.detach(), loc, scale)  # (B, H) raw
         else:
             point = median_of_quantiles(pred.detach(), self.levels) if self.levels else pred[..., 0].detach()
             y_hat = point * scale + loc  # (B, H) raw scale
@@ -173,20 +174,20 @@ class ForecastModule(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CRPS (B, H) on the raw scale and whether y (B, H) lies between the outer quantiles.
 
-        A distribution: its CRPS (`distributions.crps`); a quantile model: the approximation
+        A distribution: its CRPS (`Distribution.crps`); a quantile model: the approximation
         from its own quantiles (`forecast.metrics.quantile_crps`).
         """
         if self.distribution is not None:
-            crps = distributions.crps(self.distribution, pred, y, loc, scale)
+            crps = self.distribution.crps(pred, y, loc, scale)
             outer = [float(self.quantiles[0]), float(self.quantiles[-1])]
-            bounds = distributions.quantiles_torch(self.distribution, pred, outer, loc, scale)  # (B, H, 2)
+            bounds = self.distribution.quantiles_torch(pred, outer, loc, scale)  # (B, H, 2)
         else:
             crps = quantile_crps(pred, y, self.quantiles) * scale
             bounds = pred[..., [0, -1]]
         if len(self.quantiles) < 2:
             return crps, None
         bounds, y = bounds * scale[..., None] + loc[..., None], y * scale + loc  # raw scale
-        if self.distribution == "negbin":  # integer quantiles: a count on a bound is inside
+        if self.distribution is not None and self.distribution.discrete:  # a count on a bound is inside
             bounds, y = bounds.round(), y.round()
         return crps, (bounds[..., 0] <= y) & (y <= bounds[..., 1])
 

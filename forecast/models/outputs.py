@@ -1,8 +1,9 @@
 """Output parts: the decoder's raw columns -> the forecast's columns on the scale of the input.
 
 The wrappers' shifts (the linear skip and the learned cycle, on the normalised scale) and the
-window norm's mean and std are applied here, because only the output part knows which of its
-columns are locations (shifted and scaled) and which are spreads (scaled only).
+window norm's mean and std are applied here, because only the output part (with its
+distribution's `constrain`) knows which of its columns are locations (shifted and scaled) and
+which are spreads (scaled only) or shapes (left be).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from forecast.errors import ConfigError
+from forecast.models.distributions import DISTRIBUTIONS, Distribution
 
 
 class PointOutput(nn.Module):
@@ -60,22 +62,17 @@ class MonotoneQuantiles(PointOutput):
         return super().forward(ordered, shifts, mean, std)
 
 
-SPREAD_EPS = 1e-4  # keeps scales, dispersions and df - 2 away from 0 (finite NLL, finite ppf)
-
-
 class DistributionOutput(PointOutput):
-    """A distribution's parameters: column 0 its location, the rest positive spreads or shapes.
+    """A distribution's parameters (`forecast.models.distributions`): column 0 its location, the
+    rest what the distribution's `constrain` makes of them (positive spreads, shapes).
 
     Only the location is shifted and scaled like a point forecast (by `PointOutput`); a spread
-    is multiplied by the window std alone. `n_outputs` is not read: a distribution fixes its
-    parameter count. `forecast.models.distributions` turns the columns into a torch
-    distribution, a likelihood and quantiles.
+    is multiplied by the window std alone. The distribution fixes the parameter count.
     """
 
-    N_PARAMS = 2
-
-    def __init__(self, n_outputs: int | None = None) -> None:
-        super().__init__(self.N_PARAMS)
+    def __init__(self, distribution: Distribution) -> None:
+        super().__init__(distribution.n_params)
+        self.distribution = distribution
 
     def forward(
         self,
@@ -86,63 +83,21 @@ class DistributionOutput(PointOutput):
     ) -> torch.Tensor:
         """raw (B, H, P) -> (B, H, P): the location, then the other parameters."""
         location = super().forward(raw[..., :1], shifts, mean, std)  # (B, H, 1)
-        return torch.cat([location, self.others(raw[..., 1:], std)], dim=-1)
-
-    def others(self, raw: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
-        """raw (B, H, P - 1) -> the parameters after the location (B, H, P - 1)."""
-        raise NotImplementedError
+        return torch.cat([location, self.distribution.constrain(raw[..., 1:], std)], dim=-1)
 
 
-def spread(raw: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
-    """raw (B, H, 1) -> (B, H, 1) > 0 on the scale of x (times the window std, if any)."""
-    positive = F.softplus(raw) + SPREAD_EPS
-    return positive if std is None else positive * std[:, :, None]
-
-
-class NormalOutput(DistributionOutput):
-    """Normal(loc, scale): columns loc, scale > 0."""
-
-    def others(self, raw: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
-        return spread(raw, std)
-
-
-class StudentTOutput(DistributionOutput):
-    """Student-t(df, loc, scale): columns loc, scale > 0, df > 2 (so the variance is finite)."""
-
-    N_PARAMS = 3
-
-    def others(self, raw: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
-        df = 2.0 + F.softplus(raw[..., 1:2]) + SPREAD_EPS  # (B, H, 1)
-        return torch.cat([spread(raw[..., :1], std), df], dim=-1)
-
-
-class NegBinOutput(DistributionOutput):
-    """Negative binomial for counts: columns a location on the scale of x and a dispersion > 0.
-
-    The counts live on the raw scale, which the net does not see: the module maps column 0 with
-    the series' loc and scale to the mean, mean_raw = softplus(col0 * scale + loc), and the
-    dispersion alpha (variance = mean + alpha * mean^2) to total_count = 1 / alpha
-    (`forecast.models.distributions`). The dispersion has no unit: the window std leaves it be.
-    """
-
-    def others(self, raw: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
-        return F.softplus(raw) + SPREAD_EPS
-
-
-OUTPUTS: dict[str, type[PointOutput]] = {
-    "point": PointOutput,
-    "quantiles": MonotoneQuantiles,
-    "normal": NormalOutput,
-    "student_t": StudentTOutput,
-    "negbin": NegBinOutput,
-}
+# The output parts by name, built from their column count; each distribution
+# (`distributions.DISTRIBUTIONS`) is an output part of its own name too.
+OUTPUTS: dict[str, type[PointOutput]] = {"point": PointOutput, "quantiles": MonotoneQuantiles}
 
 
 def build_output(kind: str, n_outputs: int) -> PointOutput:
     """The output part named `kind` with `n_outputs` columns (quantiles: one per quantile; a
     distribution has its own count, `n_params`)."""
+    if kind in DISTRIBUTIONS:
+        return DistributionOutput(DISTRIBUTIONS[kind])
     if kind not in OUTPUTS:
-        raise ConfigError(f"unknown output {kind!r}; use one of {sorted(OUTPUTS)}")
+        raise ConfigError(f"unknown output {kind!r}; use one of {sorted([*OUTPUTS, *DISTRIBUTIONS])}")
     return OUTPUTS[kind](n_outputs)
 
 

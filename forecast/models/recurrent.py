@@ -1,9 +1,10 @@
 """The recurrent forecaster, composed of parts chosen by config.
 
     input embedding (`embedding.InputEmbedding`: per step or per segment, with covariates)
-      -> encoder (`encoders`: lstm, gru, peephole, slstm; layers; direction)
-      -> decoder (`decoders.MLPDecoder`, `decoders.SegmentDecoder`, `attention.AttentionDecoder`)
-      -> output (`outputs`: point, monotone quantiles, or a distribution's parameters)
+      -> encoder (`encoders.ENCODERS`: the cell kind; layers; direction)
+      -> decoder (`decoders.DECODERS`: direct multi-horizon decoders)
+      -> output (`outputs`: point, monotone quantiles, or a distribution's parameters,
+         `distributions.DISTRIBUTIONS`)
     wrapped by the window norm, the learned cycle and the linear skip (`wrappers`).
 
 The net rebuilds from its plain constructor values; state dicts saved before the parts existed
@@ -20,14 +21,13 @@ from torch import nn
 
 from forecast.errors import ConfigError
 from forecast.models.attention import AttentionDecoder
-from forecast.models.decoders import Encoded, MLPDecoder, SegmentDecoder
+from forecast.models.decoders import DecoderArgs, decoder_builder
 from forecast.models.embedding import InputEmbedding
-from forecast.models.encoders import ENCODERS, build_encoder, last_hidden
+from forecast.models.encoders import ENCODERS, Encoded, build_encoder, last_hidden
 from forecast.models.inputs import CovariateDims, as_batch
 from forecast.models.outputs import build_output
 from forecast.models.wrappers import LearnedCycle, WindowNorm
 
-DECODERS = ("mlp", "segments", "attention")
 # State-dict names before the parts split (issue 12) -> now. Order matters: first match wins.
 _OLD_KEYS: tuple[tuple[str, str], ...] = (
     ("embed.", "inputs.embed."),
@@ -78,7 +78,7 @@ class RecurrentForecaster(nn.Module):
         linear_skip: bool = False,
         cycle_len: int = 0,
         n_series: int = 0,
-        decoder: Literal["mlp", "segments", "attention"] = "mlp",
+        decoder: str = "mlp",
         covariates: Mapping[str, Any] | None = None,
         output: str = "point",
         attention: Literal["dot", "additive"] = "dot",
@@ -86,12 +86,7 @@ class RecurrentForecaster(nn.Module):
         attention_dim: int = 64,
     ) -> None:
         super().__init__()
-        if decoder not in DECODERS:
-            raise ConfigError(f"unknown decoder {decoder!r}; use one of {', '.join(DECODERS)}")
-        if decoder == "segments" and bidirectional:
-            raise ConfigError(
-                "decoder=segments continues the encoder's state forward: use bidirectional=false"
-            )
+        build_decoder = decoder_builder(decoder)  # an unknown name fails before anything is built
         if cell not in ENCODERS:
             raise ConfigError(f"unknown cell {cell!r}; use one of {sorted(ENCODERS)}")
         if cycle_len < 0 or n_series < 0:
@@ -109,22 +104,23 @@ class RecurrentForecaster(nn.Module):
         )
         self.directions = 2 if bidirectional else 1
         self.output = build_output(output, n_outputs)
-        static_dim, futr_dim = self.inputs.static_dim, self.inputs.futr_dim
-        enc_dim = hidden_size * self.directions
-        context = enc_dim + static_dim
-        P = self.output.n_params
-        self.decoder: nn.Module
-        if decoder == "segments":
-            self.decoder = SegmentDecoder(
-                self.inputs.out_dim, hidden_size, horizon, segment_len, P, futr_dim, static_dim, dropout
+        self.decoder = build_decoder(
+            DecoderArgs(
+                input_dim=self.inputs.out_dim,
+                hidden_size=hidden_size,
+                directions=self.directions,
+                static_dim=self.inputs.static_dim,
+                futr_dim=self.inputs.futr_dim,
+                horizon=horizon,
+                segment_len=segment_len,
+                n_outputs=self.output.n_params,
+                head_hidden=head_hidden,
+                dropout=dropout,
+                attention=attention,
+                attention_heads=attention_heads,
+                attention_dim=attention_dim,
             )
-        elif decoder == "attention":
-            self.decoder = AttentionDecoder(
-                enc_dim, context, futr_dim, horizon, P, head_hidden, dropout,
-                attention_heads, attention, attention_dim,
-            )  # fmt: skip
-        else:
-            self.decoder = MLPDecoder(context, futr_dim, horizon, P, head_hidden, dropout)
+        )
         self._register_load_state_dict_pre_hook(_rename_old_keys)
 
     @property

@@ -7,7 +7,9 @@ installed, whatever version of the classes pickling would have frozen.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from forecast import __version__
 from forecast.cli import one_line
 from forecast.errors import ForecastError
 from forecast.forecaster import Forecaster
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_NAME = "model"
 
@@ -135,3 +139,23 @@ def log_forecaster(
             pip_requirements=_requirements(),
             registered_model_name=registered_model_name,
         )
+
+
+def serving_exports(export: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Which serving copies to log with the model: `auto` = ONNX when onnx/onnxruntime are installed.
+
+    An explicit list (`export=[onnx]`) fails loudly later if the packages are missing; `auto`
+    only logs which path it took, so a minimal install still trains and registers.
+    """
+    if export is None:
+        return ()
+    if isinstance(export, str):
+        if export != "auto":
+            return (export,)
+        from forecast.onnx import onnx_export_available
+
+        if onnx_export_available():
+            return ("onnx",)
+        log.info("not logging an ONNX copy: pip install forecast[onnx] for the faster serving path")
+        return ()
+    return tuple(export)

@@ -104,18 +104,18 @@ def mlflow_logger(
     A tracking server is probed at once (seconds, not MLflow's 4 minutes of retries) and then
     used through `ResilientMLFlowLogger`; `offline` logs to the offline store instead.
     """
-    from forecast.tracking import outage
+    from forecast.tracking import http, outage
 
     uri = tracking_uri(root_dir)
     tags = dict(tags or {})
     if offline:
-        server = uri if outage.is_remote(uri) else None
+        server = uri if http.is_remote(uri) else None
         uri = go_offline(root_dir)
         tags[OFFLINE_TAG] = server or ""
         _sync_hint_at_exit(uri, server)
-    elif outage.is_remote(uri):
-        outage.check_server(uri, request_timeout, request_retries)
-        outage.apply_process_defaults()
+    elif http.is_remote(uri):
+        http.check_server(uri, request_timeout, request_retries)
+        http.apply_process_defaults()
     return outage.ResilientMLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
@@ -133,7 +133,8 @@ _hinted: set[str] = set()
 
 def _sync_hint_at_exit(uri: str, server: str | None) -> None:
     """Say, as the process ends, how to copy the offline runs to the server."""
-    from forecast.tracking.outage import SYNC_COMMAND, server_name
+    from forecast.tracking.http import server_name
+    from forecast.tracking.outage import SYNC_COMMAND
 
     if uri in _hinted:
         return

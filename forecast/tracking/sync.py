@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -32,9 +31,12 @@ from forecast.errors import (
     NonFiniteError,
     TrackingUnavailableError,
 )
-from forecast.tracking.outage import HeldBack, check_server, is_outage, reason, send_held, server_name
+from forecast.finite import require_finite
+from forecast.tracking.http import check_server, is_outage, reason, server_name
+from forecast.tracking.outage import HeldBack, send_held
 
 if TYPE_CHECKING:
+    import numpy as np
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
@@ -247,7 +249,7 @@ def upload_unpublished(folder: Path, dest: str | None = None) -> SyncReport:
 
     from forecast.forecaster import Forecaster
     from forecast.tracking import log_forecaster, register
-    from forecast.training import serving_exports
+    from forecast.tracking.pyfunc import serving_exports
 
     info, metrics = _load_unpublished(folder)
     report = SyncReport()
@@ -306,12 +308,16 @@ def upload_unpublished(folder: Path, dest: str | None = None) -> SyncReport:
 def _check_finite(final: dict[str, float]) -> None:
     """The training's rule: a model whose test (else validation) scores are not finite is not published."""
     split = "test/" if any(k.startswith("test/") for k in final) else "val/"
-    bad = sorted(k for k, v in final.items() if k.startswith(split) and not math.isfinite(v))
-    if bad:
-        raise NonFiniteError(
-            f"the kept model's scores are not finite ({', '.join(bad[:6])}): the run is marked FAILED "
+    names = [k for k in final if k.startswith(split)]
+
+    def message(bad: np.ndarray) -> str:
+        listed = sorted(k for k, is_bad in zip(names, bad, strict=True) if is_bad)
+        return (
+            f"the kept model's scores are not finite ({', '.join(listed[:6])}): the run is marked FAILED "
             "and the model is neither logged nor registered"
         )
+
+    require_finite([final[k] for k in names], message)
 
 
 def _metrics(values: dict[str, float]) -> list:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
+from forecast.trials import resolve_storage
+
 from ._search_space import SearchSpace, parse_search_space, to_override_value
 
 log = logging.getLogger(__name__)
@@ -27,20 +28,6 @@ RESULTS_FILE = "optimization_results.yaml"
 # Study user attribute holding the search space and settings ({name: str}); the training
 # side (forecast.tuning.SWEEP_PARAMS_ATTR) logs it as the sweep's MLflow parent run params.
 SWEEP_PARAMS_ATTR = "sweep_params"
-_SQLITE_PREFIX = "sqlite:///"
-
-
-def resolve_storage(url: str | None) -> str | None:
-    """Make a relative SQLite path absolute so jobs in other cwds/processes open the same file."""
-    if url is None or not url.startswith(_SQLITE_PREFIX):
-        return url
-    path, sep, query = url[len(_SQLITE_PREFIX) :].partition("?")
-    if path in ("", ":memory:"):
-        return url
-    path = os.path.abspath(path)
-    # SQLite creates the file but not its folder.
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return f"{_SQLITE_PREFIX}{path}{sep}{query}"
 
 
 def mask_storage(url: str | None) -> str:

@@ -1,44 +1,7 @@
-"""Inside a sweep job: reattach to the Optuna trial the sweeper created for it."""
+"""Inside a sweep job: reattach to the Optuna trial the sweeper created for it (`forecast.trials`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from forecast.trials import trial_from_config
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-
-if TYPE_CHECKING:
-    import optuna
-
-
-def trial_from_config(
-    cfg: DictConfig, pruner: optuna.pruners.BasePruner | None = None
-) -> optuna.trial.Trial | None:
-    """Return the job's live Trial (for report/should_prune), or None outside a sweep."""
-    study_name = OmegaConf.select(cfg, "optuna.study_name", default=None)
-    storage = OmegaConf.select(cfg, "optuna.storage", default=None)
-    number = OmegaConf.select(cfg, "optuna.trial_number", default=None)
-    if study_name is None or storage is None or number is None:
-        return None
-
-    import optuna
-
-    study = optuna.load_study(
-        study_name=study_name, storage=storage, pruner=pruner if pruner is not None else _sweeper_pruner()
-    )
-    # Optuna has no public "trial by number" lookup that returns a live Trial.
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    return optuna.trial.Trial(study, trial_id)
-
-
-def _sweeper_pruner() -> optuna.pruners.BasePruner:
-    # Pruners are not persisted in the storage, so rebuild the one configured for the
-    # sweep (the job's hydra config carries it); load_study would default to MedianPruner.
-    import optuna
-
-    if HydraConfig.initialized():
-        node = OmegaConf.select(HydraConfig.get(), "sweeper.pruner", default=None)
-        if node is not None:
-            return instantiate(node)
-    return optuna.pruners.NopPruner()
+__all__ = ["trial_from_config"]

@@ -19,7 +19,7 @@ from server_helpers import ADMIN_PASSWORD, MlflowServer
 
 from forecast.data import synthetic_long
 from forecast.errors import TrackingUnavailableError
-from forecast.tracking.outage import TrackingAuthError, check_server
+from forecast.tracking.http import TrackingAuthError, check_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 pytest.importorskip("flask_wtf", reason="the basic-auth app needs mlflow[auth] (pip install 'mlflow[auth]')")

@@ -63,7 +63,7 @@ def _default_store():
 
 def _registered(work):
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
-    from forecast.batch import load_registered
+    from forecast.tracking.resolve import load_registered
 
     forecaster, _ = load_registered("models:/cov@champion", runtime="torch")
     return forecaster

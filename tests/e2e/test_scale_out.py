@@ -15,8 +15,8 @@ from app_runner import run_inprocess
 from mlflow import MlflowClient
 from pipeline_helpers import ROOT, TINY_TRAIN, env_with_tests_on_path, run_pipeline
 
-from forecast.batch import load_registered
 from forecast.data import synthetic_long
+from forecast.tracking.resolve import load_registered
 
 pytestmark = pytest.mark.slow
 

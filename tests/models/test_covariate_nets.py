@@ -15,6 +15,7 @@ from covariate_helpers import model_config
 
 from forecast.errors import ConfigError
 from forecast.models import ForecastModule, build_net
+from forecast.models.decoders import DECODERS
 from forecast.models.inputs import PositionalNet, input_keys
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
@@ -31,14 +32,13 @@ KINDS = {
     "calendar": {"futr": 4},  # hour and day-of-week as sin/cos pairs
     "all": {"futr": 2, "futr_cat": [4], "hist": 1, "hist_cat": [3], "static": 2, "static_cat": [5]},
 }
-# The three config files, plus the variants they are run in: stacked, step by step, segment decoder.
+# Every config file (each cell is one), plus the variants they are run in: stacked, step by
+# step, and every registered decoder.
 CONFIGS = {
-    "lstm": ("lstm", {}),
-    "gru": ("gru", {}),
-    "bilstm": ("bilstm", {}),
+    **{path.stem: (path.stem, {}) for path in sorted(CONF.glob("*.yaml"))},
     "stacked": ("lstm", {"num_layers": 3}),
     "step_by_step": ("lstm", {"segment_len": 1}),
-    "segments": ("gru", {"decoder": "segments"}),
+    **{f"{name}_decoder": ("gru", {"decoder": name}) for name in DECODERS},
 }
 
 
@@ -169,7 +169,7 @@ def test_input_keys_and_positional_net_agree_with_the_batch_call():
     ]
 
 
-@pytest.mark.parametrize("decoder", ["mlp", "segments"])
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_onnx_copy_takes_covariates(decoder, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     dims = KINDS["all"]

@@ -14,9 +14,11 @@ from forecast.errors import ConfigError
 from forecast.metrics import quantile_crps
 from forecast.models import ForecastModule, RecurrentForecaster
 from forecast.models import distributions as dist
+from forecast.models.distributions import DISTRIBUTIONS
+from forecast.models.module import LOSSES
 from forecast.models.outputs import build_output
 
-KINDS = dist.KINDS
+KINDS = list(DISTRIBUTIONS)  # every distribution head
 
 
 def _net(kind: str, seed: int = 0, **kw) -> RecurrentForecaster:
@@ -27,7 +29,7 @@ def _net(kind: str, seed: int = 0, **kw) -> RecurrentForecaster:
         hidden_size=8,
         head_hidden=8,
         output=kind,
-        n_outputs=dist.N_PARAMS[kind],
+        n_outputs=DISTRIBUTIONS[kind].n_params,
         **kw,
     ).eval()
 
@@ -39,7 +41,7 @@ def test_heads_give_valid_parameters_for_any_input(kind, window_norm):
     x = torch.randn(64, 12) * torch.logspace(-3, 3, 64)[:, None]  # tiny to huge windows
     with torch.no_grad():
         params = net(x)  # (B, H, P)
-    assert params.shape == (64, 4, dist.N_PARAMS[kind])
+    assert params.shape == (64, 4, DISTRIBUTIONS[kind].n_params)
     assert torch.isfinite(params).all()
     assert (params[..., 1] > 0).all()  # scale, or negbin's dispersion
     if kind == "student_t":
@@ -67,7 +69,7 @@ def _fit(
     losses = []
     for _ in range(steps):
         optimizer.zero_grad()
-        loss = dist.nll(kind, head(raw, [], None, None), y[None, :], lo, sc).mean()
+        loss = DISTRIBUTIONS[kind].nll(head(raw, [], None, None), y[None, :], lo, sc).mean()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -88,7 +90,7 @@ def test_likelihood_fits_its_own_distribution_and_recovers_its_quantiles(kind):
     losses, params = _fit(kind, y, 0.0, 1.0)
     assert np.isfinite(losses).all()
     assert losses[-1] < losses[0] and np.mean(losses[-20:]) <= np.mean(losses[100:120])
-    fitted = dist.quantiles(kind, params.numpy(), QS)[0, 0]
+    fitted = DISTRIBUTIONS[kind].quantiles(params.numpy(), QS)[0, 0]
     expected = true.ppf(QS)
     assert np.abs(fitted - expected).max() < 0.05 * np.abs(expected).max(), (fitted, expected)
     # each quantile within 5% of the true one's distance from the median
@@ -106,14 +108,14 @@ def test_negbin_fits_counts_with_integer_quantiles_and_nominal_coverage(counts):
     y = torch.from_numpy((raw - loc) / scale)
     losses, params = _fit("negbin", y, loc, scale)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    scaled = dist.quantiles("negbin", params.numpy(), QS, np.array([loc]), np.array([scale]))[0, 0]
+    scaled = DISTRIBUTIONS["negbin"].quantiles(params.numpy(), QS, np.array([loc]), np.array([scale]))[0, 0]
     q = scaled * scale + loc
     np.testing.assert_allclose(q, np.round(q), atol=1e-5)
     np.testing.assert_array_equal(np.round(q), counts.ppf(QS))  # the true quantiles, exactly
     fresh = counts.rvs(size=20_000, random_state=rng)
     inside = ((fresh >= round(q[0])) & (fresh <= round(q[2]))).mean()
     assert 0.8 <= inside <= 0.95  # discrete: at least the nominal 80%
-    mean = float(dist.point_raw("negbin", params, torch.tensor([[loc]]), torch.tensor([[scale]])))
+    mean = float(DISTRIBUTIONS["negbin"].point_raw(params, torch.tensor([[loc]]), torch.tensor([[scale]])))
     assert mean == pytest.approx(5.0, rel=0.03)
 
 
@@ -124,6 +126,26 @@ def _random_params(kind: str, rng: np.random.Generator, shape=(5, 3)) -> np.ndar
     return np.stack([loc, scale, *extra], axis=-1)
 
 
+def _negbin_ppf(levels, p, loc, scale):
+    mean = np.log1p(np.exp(p[..., 0, :] * scale[:, None, None] + loc[:, None, None]))
+    r = 1.0 / p[..., 1, :]
+    counts = stats.nbinom.ppf(levels, r, r / (r + mean))
+    return (counts - loc[:, None, None]) / scale[:, None, None]
+
+
+# Each distribution's quantiles written out with scipy, apart from the code under test:
+# (levels (Q,), params (N, H, P, 1), the series' loc and scale (N,)) -> (N, H, Q) scaled.
+REFERENCE_PPF = {
+    "normal": lambda levels, p, loc, scale: stats.norm.ppf(levels, p[..., 0, :], p[..., 1, :]),
+    "student_t": lambda levels, p, loc, scale: stats.t.ppf(levels, p[..., 2, :], p[..., 0, :], p[..., 1, :]),
+    "negbin": _negbin_ppf,
+}
+
+
+def test_every_distribution_has_reference_quantiles():
+    assert sorted(REFERENCE_PPF) == sorted(DISTRIBUTIONS), "add the new distribution's ppf to REFERENCE_PPF"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_quantiles_are_scipys_and_monotone_in_the_level(kind):
     rng = np.random.default_rng(3)
@@ -132,25 +154,28 @@ def test_quantiles_are_scipys_and_monotone_in_the_level(kind):
     levels = np.linspace(0.01, 0.99, 41)
     got = dist.quantiles(kind, params, levels, loc, scale)  # (N, H, Q)
     assert got.shape == (5, 3, 41) and got.dtype == np.float32
-    p = params[..., None]
-    if kind == "normal":
-        expected = stats.norm.ppf(levels, p[..., 0, :], p[..., 1, :])
-    elif kind == "student_t":
-        expected = stats.t.ppf(levels, p[..., 2, :], p[..., 0, :], p[..., 1, :])
-    else:
-        mean = np.log1p(np.exp(p[..., 0, :] * scale[:, None, None] + loc[:, None, None]))
-        r = 1.0 / p[..., 1, :]
-        counts = stats.nbinom.ppf(levels, r, r / (r + mean))
-        expected = (counts - loc[:, None, None]) / scale[:, None, None]
+    expected = REFERENCE_PPF[kind](levels, params[..., None], loc, scale)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert (np.diff(got, axis=-1) >= 0).all()
+    np.testing.assert_array_equal(DISTRIBUTIONS[kind].quantiles(params, levels, loc, scale), got)
 
 
 def test_negbin_quantiles_need_the_series_scaling():
     with pytest.raises(ValueError, match="loc and scale"):
         dist.quantiles("negbin", np.ones((1, 1, 2)), QS)
-    with pytest.raises(ConfigError, match="unknown distribution"):
+    with pytest.raises(ConfigError, match="unknown distribution") as error:
         dist.quantiles("gamma", np.ones((1, 1, 2)), QS)
+    assert all(name in str(error.value) for name in DISTRIBUTIONS)  # the registry's names
+
+
+def test_every_distribution_is_an_output_part_and_a_loss_of_its_name():
+    for name, distribution in DISTRIBUTIONS.items():
+        assert distribution.name == name and name in LOSSES and name in dist.KINDS
+        assert build_output(name, 99).n_params == distribution.n_params  # n_outputs is not read
+        module = ForecastModule(input_size=4, horizon=2, hidden_size=8, head_hidden=8, loss=name)
+        assert module.net_params["output"] == name  # the saved format names the distribution
+        assert module.net_params["n_outputs"] == distribution.n_params
+        assert module(torch.randn(3, 4)).shape == (3, 2, distribution.n_params)
 
 
 def _crps_integral(cdf, y: float, lo: float, hi: float) -> float:
@@ -170,13 +195,15 @@ def test_crps_closed_forms_match_the_integrals(y):
     mu, sigma, df = 0.5, 1.3, 4.0
     params = torch.tensor([[[mu, sigma, df]]])
     yt, one, zero = torch.tensor([[y]]), torch.ones(1, 1), torch.zeros(1, 1)
-    normal = float(dist.crps("normal", params[..., :2], yt, zero, one))
-    t = float(dist.crps("student_t", params, yt, zero, one))
+    normal = float(DISTRIBUTIONS["normal"].crps(params[..., :2], yt, zero, one))
+    t = float(DISTRIBUTIONS["student_t"].crps(params, yt, zero, one))
     assert normal == pytest.approx(_crps_integral(stats.norm(mu, sigma).cdf, y, -40, 40), rel=1e-5)
     assert normal == pytest.approx(_crps_pinball_integral(stats.norm(mu, sigma).ppf, y), rel=1e-4)
     assert t == pytest.approx(_crps_integral(stats.t(df, mu, sigma).cdf, y, -1e4, 1e4), rel=1e-4)
     # On the raw scale: a series scale of 3 triples the CRPS.
-    assert float(dist.crps("normal", params[..., :2], yt, zero, 3 * one)) == pytest.approx(3 * normal)
+    assert float(DISTRIBUTIONS["normal"].crps(params[..., :2], yt, zero, 3 * one)) == pytest.approx(
+        3 * normal
+    )
 
 
 def test_negbin_crps_grid_approximation_is_close_to_the_exact_sum():
@@ -189,7 +216,9 @@ def test_negbin_crps_grid_approximation_is_close_to_the_exact_sum():
     for y in [0.0, 3.0, 5.0, 12.0]:
         exact = float(((counts.cdf(k) - (k >= y)) ** 2).sum())
         approx = float(
-            dist.crps("negbin", params, torch.tensor([[y]]), torch.tensor([[loc]]), torch.tensor([[scale]]))
+            DISTRIBUTIONS["negbin"].crps(
+                params, torch.tensor([[y]]), torch.tensor([[loc]]), torch.tensor([[scale]])
+            )
         )
         assert approx == pytest.approx(exact, rel=0.05), y
 
@@ -254,3 +283,40 @@ def test_monotone_quantile_head_never_crosses(seed, magnitude, n_quantiles, wind
         out = net(torch.randn(16, 8) * magnitude)  # (B, H, Q)
     assert torch.isfinite(out).all()
     assert (out.diff(dim=-1) >= 0).all()
+
+
+class _Laplace(dist.Distribution):
+    """A distribution written as a new one would be: one class, registered by name."""
+
+    name = "laplace"
+
+    def constrain(self, raw, std):
+        return dist.spread(raw, std)
+
+    def torch_distribution(self, params, loc, scale):
+        return torch.distributions.Laplace(params[..., 0], params[..., 1], validate_args=False)
+
+    def ppf(self, params, levels, loc, scale):
+        return params[..., :1] + params[..., 1:2] * stats.laplace.ppf(levels)
+
+
+def test_a_new_distribution_is_one_class_in_the_registry(monkeypatch):
+    monkeypatch.setitem(DISTRIBUTIONS, "laplace", _Laplace())
+    net = _net("laplace", window_norm=True)  # the output part and the net find it by name
+    with torch.no_grad():
+        params = net(torch.randn(6, 12))  # (B, H, 2)
+    assert params.shape == (6, 4, 2) and (params[..., 1] > 0).all()
+    y, loc, scale = torch.randn(6, 4), torch.zeros(6, 1), torch.full((6, 1), 2.0)
+    law = stats.laplace(params[..., 0].numpy(), params[..., 1].numpy())
+    nll = DISTRIBUTIONS["laplace"].nll(params, y, loc, scale)
+    np.testing.assert_allclose(nll.numpy(), -law.logpdf(y.numpy()), rtol=1e-5, atol=1e-5)
+    got = dist.quantiles("laplace", params.numpy(), QS)  # the forecaster's entry point
+    np.testing.assert_allclose(
+        got, np.moveaxis(law.ppf(np.array(QS)[:, None, None]), 0, -1), rtol=1e-5, atol=1e-5
+    )
+    # The default CRPS (the quantile grid) against the closed form, b (|z| + exp(-|z|) - 3/4).
+    z = ((y - params[..., 0]) / params[..., 1]).abs()
+    exact = params[..., 1] * (z + torch.exp(-z) - 0.75) * scale
+    torch.testing.assert_close(
+        DISTRIBUTIONS["laplace"].crps(params, y, loc, scale), exact, rtol=0.05, atol=1e-3
+    )

@@ -2,9 +2,13 @@ import pytest
 import torch
 
 from forecast.models import ForecastModule, RecurrentForecaster, build_net
+from forecast.models.decoders import DECODERS
+from forecast.models.distributions import DISTRIBUTIONS
+from forecast.models.encoders import ENCODERS
+from forecast.models.outputs import OUTPUTS
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ENCODERS)
 @pytest.mark.parametrize("num_layers", [1, 3])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("segment_len", [1, 5])
@@ -24,7 +28,7 @@ def test_output_shape(cell, num_layers, bidirectional, segment_len):
     assert net.encoder.num_layers == num_layers and net.encoder.bidirectional == bidirectional
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ENCODERS)
 @pytest.mark.parametrize("segment_len", [1, 4, 5])
 def test_segment_decoder_shapes_and_limits(cell, segment_len):
     # Horizon 7 is not a multiple of 4 or 5: the last output segment is cut.
@@ -44,6 +48,23 @@ def test_segment_decoder_shapes_and_limits(cell, segment_len):
         RecurrentForecaster(input_size=20, horizon=7, bidirectional=True, decoder="segments")
     with pytest.raises(ValueError, match="unknown decoder"):
         RecurrentForecaster(input_size=20, horizon=7, decoder="transformer")
+
+
+@pytest.mark.parametrize("output", [*OUTPUTS, *DISTRIBUTIONS])
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_every_decoder_gives_every_output_part_its_columns(decoder, output):
+    params = dict(
+        input_size=12, horizon=5, hidden_size=8, head_hidden=8, segment_len=4, attention_dim=8,
+        decoder=decoder, output=output, n_outputs=3, covariates={"futr": 2, "static": 1},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    net = build_net("recurrent", params).eval()
+    batch = {"x": torch.randn(4, 12), "futr": torch.randn(4, 17, 2), "static": torch.randn(4, 1)}
+    assert net(batch).shape == (4, 5, net.output.n_params)
+    again = build_net("recurrent", params).eval()
+    again.load_state_dict(net.state_dict())  # the same parts, rebuilt from the values alone
+    with torch.no_grad():
+        assert torch.equal(again(batch), net(batch))
 
 
 def test_window_norm_is_scale_equivariant():

@@ -25,12 +25,13 @@ from safetensors.torch import load_file, save_file
 from stores import new_store
 
 import forecast.data.staging as staging
-from forecast import batch
-from forecast.batch import LoadRetry, resolve_model, run_batch_forecast
+from forecast.batch import run_batch_forecast
 from forecast.data import synthetic_long, write_parquet_atomic
 from forecast.data.staging import prepare_output, staging_path, sweep_stale
 from forecast.engines.local import AtomicParquetWriter, forecast_file
 from forecast.errors import ModelNotFoundError, NonFiniteError, OutputError, TrackingUnavailableError
+from forecast.tracking import resolve as batch  # the model loading the batch job uses
+from forecast.tracking.resolve import LoadRetry, resolve_model
 
 L, H = 24, 6
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

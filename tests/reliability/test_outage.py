@@ -33,8 +33,9 @@ import forecast.tracking.store as tracking_store
 from forecast.data import synthetic_long
 from forecast.errors import TrackingUnavailableError
 from forecast.forecaster import Forecaster
-from forecast.tracking import outage, sync
-from forecast.tracking.outage import RETRIES_ENV, TIMEOUT_ENV, ResilientMLFlowLogger, check_server
+from forecast.tracking import http, outage, sync
+from forecast.tracking.http import RETRIES_ENV, TIMEOUT_ENV, check_server
+from forecast.tracking.outage import ResilientMLFlowLogger
 
 HISTORY = synthetic_long(n_series=4, length=150, seed=5)
 
@@ -92,7 +93,7 @@ def test_refused_server_fails_the_check_at_once():
 
 def test_hung_server_fails_the_check_after_the_short_timeouts(monkeypatch):
     # Scaled down from (5 s, 10 s): two health checks and a second's pause, about 21 s at most.
-    monkeypatch.setattr(outage, "HEALTH_TIMEOUT", (0.25, 0.25))
+    monkeypatch.setattr(http, "HEALTH_TIMEOUT", (0.25, 0.25))
     with _hung_server() as uri:
         started = time.monotonic()
         with pytest.raises(TrackingUnavailableError, match="no answer in time; 2 attempts"):
@@ -130,7 +131,7 @@ def test_logger_holds_back_while_the_server_hangs_and_sends_it_when_back(tmp_pat
     assert [(m["key"], m["step"]) for m in logger.held.metrics] == [("val/loss", 3), ("val/loss", 6)]
     assert logger.held.params == {"lr": "0.1"}
 
-    monkeypatch.setattr(outage, "_health", lambda uri, timeout=None: None)  # it answers again
+    monkeypatch.setattr(outage, "health_problem", lambda uri, timeout=None: None)  # it answers again
     logger._mlflow_client._client = store
     logger._retry_at = 0.0  # the next log call checks again
     logger.log_metrics({"val/loss": 0.3}, step=9)

@@ -9,9 +9,9 @@ from app_runner import run_inprocess
 from model_helpers import tiny_forecaster
 from pipeline_helpers import register_forecaster
 
-from forecast.batch import resolve_model
 from forecast.data import synthetic_long
 from forecast.errors import ModelNotFoundError
+from forecast.tracking.resolve import resolve_model
 from forecast.tracking.store import require_store
 
 
