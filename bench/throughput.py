@@ -3,6 +3,7 @@
     python bench/throughput.py                      # N = 1,000 and 100,000 series of length 1,000
     python bench/throughput.py --quick              # small sizes, few steps (< 60 s)
     python bench/throughput.py --compare neuralforecast
+    python bench/throughput.py --against 66ddac5 --sizes 1000 --segment-lens 24,1 --steps 100 --warmup 10
 
 Prints one JSON object per line: `stage` (data | train | forecast), `model`, `members` (1: every
 model here is one model, one seed), `series`, `wall_s`, `peak_rss_mb` and the stage's rate
@@ -10,6 +11,12 @@ model here is one model, one seed), `series`, `wall_s`, `peak_rss_mb` and the st
 so no validation (`val_*`) figure either. With --compare, neuralforecast's LSTM runs on the same
 data and settings in the same run and the last line carries `ratio: true`, `train_speedup` and
 `forecast_speedup`.
+
+--against REF: the training stage only, of the same model, for the code at commit REF (its
+`forecast/` package, exported by `git archive`) and for this working tree, alternately
+(REF, this, REF, this, ... `--rounds` times) in fresh processes that run this script's own
+worker, so both sides get the same data, settings, process order and machine state; the last
+line carries `ratio: true` and each model's `speedup` (this tree's median windows/s over REF's).
 
 Every stage runs in a fresh process, so its peak memory is its own: the data and training
 stages as workers of this script, the forecast stage as the real command line
@@ -143,15 +150,19 @@ def worker_train(args: argparse.Namespace) -> None:
     import mlflow
     import torch
 
+    import forecast
     from forecast.models import ForecastModule
-    from forecast.tracking import ensure_experiment, log_forecaster, register
-    from forecast.training import build_forecaster
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
     dm = _datamodule(args.data)
     module = ForecastModule(
-        input_size=INPUT, horizon=HORIZON, hidden_size=HIDDEN, num_layers=LAYERS, segment_len=args.segment_len
+        input_size=INPUT,
+        horizon=HORIZON,
+        hidden_size=HIDDEN,
+        num_layers=LAYERS,
+        segment_len=args.segment_len,
+        window_norm=args.window_norm == "true",  # explicit: the Python default changed (issue 19)
     )
     timer = step_timer(L.Callback, args.warmup)
     trainer = L.Trainer(
@@ -181,7 +192,15 @@ def worker_train(args: argparse.Namespace) -> None:
         "warmup": args.warmup,
         "batch": BATCH,
         "threads": torch.get_num_threads(),
+        "window_norm": args.window_norm == "true",
+        "package": str(Path(forecast.__file__).parent),  # which code ran (--against)
     }
+    if args.no_register:  # --against: the older code may lack what registering needs
+        emit(record)
+        return
+    from forecast.tracking import ensure_experiment, log_forecaster, register
+    from forecast.training import build_forecaster
+
     forecaster = build_forecaster(module, dm)
     if args.export_onnx:
         forecaster.export = ("onnx",)
@@ -379,6 +398,11 @@ def main() -> None:
     parser.add_argument("--compare", choices=["neuralforecast"], default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="keep data and models here")
     parser.add_argument("--nf-timeout", type=float, default=1800, help="seconds per neuralforecast run")
+    parser.add_argument("--against", metavar="REF", help="A/B the training stage against commit REF")
+    parser.add_argument("--rounds", type=int, default=2, help="--against: runs of each side (default 2)")
+    parser.add_argument(
+        "--window-norm", choices=["true", "false"], default="true", help="RevIN on (the default model's)"
+    )
     # internal: the per-stage worker processes
     parser.add_argument(
         "--worker", choices=["data", "train", "nf-train", "nf-forecast"], help=argparse.SUPPRESS
@@ -391,6 +415,7 @@ def main() -> None:
     parser.add_argument("--export-onnx", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--no-register", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         import warnings
@@ -403,7 +428,54 @@ def main() -> None:
             "nf-forecast": worker_nf_forecast,
         }[args.worker](args)
         return
+    if args.against:
+        drive_against(args)
+        return
     drive(args)
+
+
+def drive_against(args: argparse.Namespace) -> None:
+    """The training stage for the code at `args.against` and for this tree, alternately."""
+    import statistics
+
+    sha = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", args.against],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    here = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
+    size = int((args.sizes or "1000").split(",")[0])
+    length = args.length or 1000
+    steps, warmup = args.steps or 100, args.warmup if args.warmup is not None else 10
+    with tempfile.TemporaryDirectory(prefix="forecast-ab-") as tmp:
+        old = Path(tmp) / "ref"
+        old.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", sha, "forecast"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        data = write_series(Path(tmp) / f"series_{size}_{length}.parquet", size, length)
+        trees = {f"ref@{sha}": old, f"this@{here.stdout.strip() or 'tree'}": REPO}
+        me = [sys.executable, str(Path(__file__).resolve()), "--worker", "train", "--no-register"]
+        common = ["--data", str(data), "--steps", str(steps), "--warmup", str(warmup)]
+        rates: dict[tuple[str, int], list[float]] = {}
+        for seg in [int(s) for s in (args.segment_lens or "24,1").split(",")]:
+            for round_ in range(args.rounds):
+                for name, tree in trees.items():  # the same order every round
+                    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(THREADS)}
+                    cmd = [*me, *common, "--segment-len", str(seg), "--window-norm", args.window_norm]
+                    out, _, _ = run_child(cmd, env)
+                    rec = last_json(out)
+                    rates.setdefault((name, seg), []).append(rec["windows_per_s"])
+                    emit({**rec, "code": name, "round": round_ + 1})
+        speedup = {}
+        for seg in {s for _, s in rates}:
+            ref, this = (statistics.median(rates[(n, seg)]) for n in trees)
+            speedup[label(seg)] = round(this / ref, 3)
+        emit({"stage": "train", "ratio": True, "against": sha, "speedup": speedup, "members": 1})
 
 
 def drive(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ from forecast.errors import ConfigError, ModelNotFoundError
 from forecast.inference import max_batch, predict_scaled
 from forecast.intervals import INTERVALS, ConformalIntervals
 from forecast.layout import check_finite, forecast_table
+from forecast.models import distributions
 from forecast.models.inputs import input_keys
 from forecast.models.registry import build_net
 from forecast.runtimes import NetRunner, Runtime, choose_runner, torch_runner
@@ -188,19 +189,8 @@ class Forecaster:
     def covariate_block(
         self, table: pd.DataFrame, future: pd.DataFrame | None = None, need_future: bool = True
     ) -> SeriesBlock:
-        """Validate a long table with covariates and encode them: the series ready to forecast.
-
-        Each series' trailing rows with an empty target are its future rows (a series' history
-        ends at its last observed value). A model with future-known columns takes the next
-        `horizon` of them; or, with `future` given, the rows of that table at the next `horizon`
-        time stamps of each series (the input's own future rows are then not used). A series
-        without them all is a DataValidationError naming it and the missing time stamps.
-        Calendar features come from the time stamps and need no future rows.
-
-        `need_future=False`: no future rows are required, and `ahead` points right after each
-        series' history, for a caller that forecasts from earlier origins inside the history and
-        sets `CovariateRows.ahead` to its own cutoffs (a backtest; `CovariateRows.take`).
-        """
+        """Validate a long table with covariates and encode them: the series ready to forecast
+        (future rows, the `future` table and `need_future`: `CovariateInputs.block`)."""
         return CovariateInputs(self.settings, self.columns, self.encoder).block(table, future, need_future)
 
     def scaled_windows(self, block: SeriesBlock) -> ScaledWindows:
@@ -222,7 +212,8 @@ class Forecaster:
             scale=windows.scale,
         )  # (n, H, Q) fmt: skip
         preds = preds * windows.scale[:, None, None] + windows.loc[:, None, None]
-        if s.distribution == "negbin":  # integer counts, exactly (not 4.9999995 after the scaling)
+        if s.distribution is not None and distributions.get(s.distribution).discrete:
+            # integer counts, exactly (not 4.9999995 after the scaling)
             preds = np.round(preds)
         check_finite(preds, windows.ids)
         return forecast_table(preds, windows, s, self.columns, self.intervals)

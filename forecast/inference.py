@@ -50,8 +50,8 @@ def predict_scaled(
     forecast first (`y_hat`), then its Q quantiles, whatever runs the net (PyTorch or ONNX). A
     distribution model's net outputs parameters, turned here into its exact median and quantiles
     (`distributions.quantiles`); a quantile head's point forecast is its median
-    (`median_of_quantiles`). A negbin model also needs `loc` and `scale` (N,), the windows'
-    scaling (`ScaledWindows`), since its counts live on the raw scale.
+    (`median_of_quantiles`). A distribution that `needs_scale` (negbin: its counts live on the
+    raw scale) also needs `loc` and `scale` (N,), the windows' scaling (`ScaledWindows`).
 
     A model with a learned cycle also needs `step`, each window's absolute step number of
     its first forecast step (`forecast.data.calendar.step_index`), and may take `series`,
@@ -73,7 +73,7 @@ def predict_scaled(
             raise ValueError(f"this model reads covariates: predict_scaled needs {absent} for every window")
         batch.update(covariates)
     kind, levels = settings.distribution, settings.quantiles
-    if kind == "negbin" and (loc is None or scale is None):
+    if kind is not None and distributions.get(kind).needs_scale and (loc is None or scale is None):
         raise ValueError("this model forecasts counts (negbin): predict_scaled needs `loc` and `scale`")
     batch_size = min(batch_size, batch_cap)
     outputs = []

@@ -204,7 +204,7 @@ def _publish(
 
 def log_attention(module: ForecastModule, dm: SeriesDataModule, n: int = 4) -> None:
     """An attention model's weights on its first `n` validation windows, as `attention.png`."""
-    if module.hparams.get("decoder") != "attention":
+    if not getattr(module.net, "has_attention", False):  # False too for a net kind without it
         return
     loader = dm.val_dataloader() if dm.val_size else dm.train_dataloader()
     batch = {k: v[:n].to(module.device) for k, v in next(iter(loader)).items() if torch.is_tensor(v)}

@@ -44,3 +44,19 @@ def tiny_forecaster(
         with torch.no_grad():
             tweak(module, dm)
     return build_forecaster(module, dm, intervals, interval_scale)
+
+
+def quiet_trainer(max_steps: int, **options):
+    """A Lightning Trainer on the CPU for `max_steps` without logger, checkpoints, progress bar or
+    model summary; `options`: more Trainer arguments (validation batches)."""
+    import lightning
+
+    return lightning.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **options,
+    )

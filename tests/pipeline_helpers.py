@@ -76,6 +76,38 @@ def register_forecaster(
     return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}"
 
 
+def store_with_models(
+    root: Path, forecasters, history, name: str, input_size: int, alias: str | None = "champion"
+) -> str:
+    """A fresh store at `root`/mlflow.db holding `forecasters` registered in order as versions 1,
+    2, ... of `name`, each given `alias` (`register_forecaster`); its URI. MLflow in this process
+    tracks to what it did before afterwards."""
+    import mlflow
+    from stores import new_store
+
+    uri = new_store(root / "mlflow.db")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        for forecaster in forecasters:
+            register_forecaster(forecaster, history, name, root, input_size, alias)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return uri
+
+
+def batch_forecast(model_uri: str, history, source: Path, output: Path, **options) -> Path:
+    """`history` written to `source` and forecast by the batch job into `output` (no progress
+    lines; `options`: more `run_batch_forecast` arguments), the store's artifacts beside `source`;
+    the output's path."""
+    from forecast.batch import run_batch_forecast
+
+    history.to_parquet(source, index=False)
+    return run_batch_forecast(
+        model_uri, str(source), str(output), str(source.parent), progress="none", **options
+    )
+
+
 class CrashAfterEpoch:
     """A Lightning callback that kills the process like `kill -9` once epoch `epoch` is saved.
 

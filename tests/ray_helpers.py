@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from server_helpers import free_port, kill_group
+from server_helpers import free_port, kill_group, start_and_wait
 
 
 class RayHead:
@@ -40,24 +39,23 @@ class RayHead:
             "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}", "--include-dashboard=false",
             "--object-store-memory=200000000", "--disable-usage-stats",
         ]  # fmt: skip
-        log = open(self.home / "head.log", "ab")  # kept open: the head writes to it
-        # A session of its own: stopping it takes every Ray process it started.
-        self.proc = subprocess.Popen(
-            args, cwd=self.home, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        # Stopping it takes every Ray process it started.
+        self.proc = start_and_wait(
+            args,
+            self.home,
+            "head.log",
+            self.env(),
+            self._not_joined,
+            timeout,
+            every=1,
+            failure="ray start --head did not come up",
         )
+
+    def _not_joined(self) -> str | None:
+        """None once a driver joins the head; else the driver's stderr."""
         probe = f"import ray; ray.init(address={self.address!r}); ray.shutdown()"
-        deadline = time.time() + timeout
-        while True:
-            done = subprocess.run(
-                [sys.executable, "-c", probe], env=self.env(), capture_output=True, timeout=60
-            )
-            if done.returncode == 0:
-                return
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                tail = (self.home / "head.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"ray start --head did not come up:\n{tail}\n{done.stderr[-2000:]!r}")
-            time.sleep(1)
+        done = subprocess.run([sys.executable, "-c", probe], env=self.env(), capture_output=True, timeout=60)
+        return None if done.returncode == 0 else repr(done.stderr[-2000:])
 
     def stop(self) -> None:
         """SIGKILL the head's process group: a throwaway cluster (a SIGTERM waited 10 s every time)."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 ADMIN_PASSWORD = "admin-password-for-tests"  # the basic-auth app needs >= 12 characters
@@ -21,6 +22,34 @@ def kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
+
+
+def start_and_wait(
+    args: list[str],
+    home: Path,
+    log_name: str,
+    env: Mapping[str, str],
+    not_ready: Callable[[], str | None],
+    timeout: float,
+    every: float,
+    failure: str,
+) -> subprocess.Popen:
+    """Start `args` in `home`, in a session of its own (a kill takes every process it starts),
+    its output appended to `home`/`log_name`; poll `not_ready()` every `every` s until it says
+    None (ready). If the process exits or `timeout` passes first, kill it and raise a RuntimeError:
+    `failure`, the log's tail and what `not_ready` said last."""
+    log = open(home / log_name, "ab")  # kept open: the process writes to it
+    proc = subprocess.Popen(
+        args, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.time() + timeout
+    while (why := not_ready()) is not None:
+        if proc.poll() is not None or time.time() > deadline:
+            kill_group(proc)
+            tail = (home / log_name).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{failure}:\n{tail}\n{why}")
+        time.sleep(every)
+    return proc
 
 
 def free_port() -> int:
@@ -70,24 +99,25 @@ class MlflowServer:
                 MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
                 MLFLOW_FLASK_SERVER_SECRET_KEY="secret-for-tests",
             )
-        log = open(self.home / "server.log", "ab")  # kept open: the server writes to it
-        # A session of its own: a kill takes the server's worker processes with it.
-        self.proc = subprocess.Popen(
-            args, cwd=self.home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        # A kill takes the server's worker processes with it.
+        self.proc = start_and_wait(
+            args,
+            self.home,
+            "server.log",
+            env,
+            self._unhealthy,
+            timeout,
+            every=0.5,
+            failure="mlflow server did not start",
         )
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.kill()
-                tail = (self.home / "server.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"mlflow server did not start:\n{tail}")
-            time.sleep(0.5)
+
+    def _unhealthy(self) -> str | None:
+        """None once /health answers 200; else what it answered."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
+                return None if resp.status == 200 else f"/health: HTTP {resp.status}"
+        except OSError as err:
+            return f"/health: {err}"
 
     def kill(self) -> None:
         """SIGKILL to the server and its workers, as a crash: no goodbye to the clients."""

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from app_runner import run_inprocess
 from model_helpers import tiny_forecaster as shared_tiny_forecaster
-from pipeline_helpers import register_forecaster
+from pipeline_helpers import store_with_models
 
 from forecast.backtest import backtest_frame, cutoff_ends, data_digest, resolve_season_length
 from forecast.baselines import seasonal_naive
@@ -215,11 +215,7 @@ def test_digest_changes_with_the_data(tmp_path):
 def registered(tmp_path_factory, history):
     """A tiny model registered as bt@champion in a module-wide store, and its data file."""
     root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    register_forecaster(tiny_forecaster(history), history, "bt", root, L)
-    mlflow.set_tracking_uri(previous)
+    uri = store_with_models(root, [tiny_forecaster(history)], history, "bt", L)
     data = root / "history.parquet"
     history.to_parquet(data)
     return root, uri, data

@@ -2,9 +2,7 @@
 chunk, written atomically, with plain progress lines when not on a terminal."""
 
 import logging
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,14 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from model_helpers import tiny_forecaster
-from pipeline_helpers import register_forecaster
+from pipeline_helpers import batch_forecast, register_forecaster, run_pipeline
 
 from forecast.batch import run_batch_forecast
 from forecast.data import synthetic_long
 from forecast.data.validation import ColumnSpec, DataValidationError
 from forecast.engines.local import Progress, forecast_file, read_batches, whole_series
 
-ROOT = Path(__file__).resolve().parents[1]
 L, H = 24, 6
 
 
@@ -188,15 +185,8 @@ def registered(history, isolated_mlflow, tmp_path):
 
 
 def test_registered_model_end_to_end_with_metadata(registered, history, tmp_path):
-    source = tmp_path / "h.parquet"
-    history.to_parquet(source, index=False)
-    out = run_batch_forecast(
-        "models:/batch-test@champion",
-        str(source),
-        str(tmp_path / "f.parquet"),
-        str(tmp_path),
-        chunk_rows=100,
-        progress="none",
+    out = batch_forecast(
+        "models:/batch-test@champion", history, tmp_path / "h.parquet", tmp_path / "f.parquet", chunk_rows=100
     )
     meta = pq.read_schema(out).metadata
     assert meta[b"forecast.name"] == b"batch-test" and meta[b"forecast.version"] == b"1"
@@ -210,10 +200,9 @@ def test_registered_model_end_to_end_with_metadata(registered, history, tmp_path
 def test_cli_prints_plain_progress_lines_when_not_a_terminal(registered, history, tmp_path, subprocess_env):
     source = tmp_path / "h.parquet"
     history.to_parquet(source, index=False)
-    proc = subprocess.run(
+    proc = run_pipeline(
+        "batch_forecast.py",
         [
-            sys.executable,
-            str(ROOT / "pipelines" / "batch_forecast.py"),
             "model_uri=models:/batch-test@champion",
             f"input={source}",
             f"output={tmp_path / 'f.parquet'}",
@@ -221,11 +210,9 @@ def test_cli_prints_plain_progress_lines_when_not_a_terminal(registered, history
             "batch_size=2",
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
-        capture_output=True,
-        text=True,
-        env=subprocess_env,
+        tmp_path,
+        subprocess_env,
         timeout=180,
-        check=True,
     )
     text = proc.stdout + proc.stderr
     assert "forecast: 7 series (done)" in text and "series/s" in text

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from model_helpers import quiet_trainer
 
 from forecast.backtest import backtest_frame
 from forecast.data import SeriesDataModule
@@ -41,24 +42,13 @@ def _counts(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def student_t() -> tuple[pd.DataFrame, SeriesDataModule, ForecastModule]:
     """A Student-t model trained 40 steps on 6 tiny series."""
-    import lightning as L
-
     from forecast.data.synthetic import synthetic_long
 
     frame = synthetic_long(n_series=6, length=200, seed=1)
     torch.manual_seed(0)
     dm = _data(frame)
     module = _module("student_t")
-    trainer = L.Trainer(
-        max_steps=40,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=2,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(40, limit_val_batches=2, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm)
     assert all(np.isfinite(float(v)) for v in trainer.callback_metrics.values())
     assert {"val/crps", "val/coverage_80"} <= set(trainer.callback_metrics)

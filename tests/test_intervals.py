@@ -13,11 +13,10 @@ import pandas as pd
 import pytest
 import torch
 from app_runner import run_inprocess
-from model_helpers import tiny_forecaster
-from pipeline_helpers import register_forecaster
+from model_helpers import quiet_trainer, tiny_forecaster
+from pipeline_helpers import batch_forecast, register_forecaster
 
 from forecast.backtest import backtest_frame, cutoff_ends, levels_to_calibrate
-from forecast.batch import run_batch_forecast
 from forecast.blocks import SeriesBlock
 from forecast.data import SeriesDataModule
 from forecast.errors import ConfigError, ModelNotFoundError
@@ -182,11 +181,7 @@ def test_pyfunc_and_streaming_engine_write_the_same_intervals(
     forecaster, tiny_frame, isolated_mlflow, tmp_path
 ):
     uri = register_forecaster(forecaster, tiny_frame, "intervals-test", tmp_path, L)
-    source = tmp_path / "history.parquet"
-    tiny_frame.to_parquet(source, index=False)
-    streamed = run_batch_forecast(
-        uri, str(source), str(tmp_path / "out.parquet"), str(tmp_path), progress="none"
-    )
+    streamed = batch_forecast(uri, tiny_frame, tmp_path / "history.parquet", tmp_path / "out.parquet")
     model = mlflow.pyfunc.load_model(uri)
     assert [c.name for c in model.metadata.get_output_schema().inputs] == COLUMNS
     pd.testing.assert_frame_equal(pd.read_parquet(streamed), model.predict(tiny_frame), check_dtype=False)
@@ -260,8 +255,6 @@ def stationary_frame(n_series: int, length: int, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def trained() -> tuple[pd.DataFrame, SeriesDataModule, ForecastModule]:
     """A tiny model trained 150 steps on 24 stationary series: 61 validation and 61 test windows each."""
-    import lightning as L_
-
     frame = stationary_frame(n_series=24, length=400, seed=0)
     torch.manual_seed(0)
     dm = SeriesDataModule(
@@ -270,15 +263,7 @@ def trained() -> tuple[pd.DataFrame, SeriesDataModule, ForecastModule]:
     module = ForecastModule(
         input_size=48, horizon=12, hidden_size=16, head_hidden=32, segment_len=12, window_norm=True
     )
-    trainer = L_.Trainer(
-        max_steps=150,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(150, limit_val_batches=0)
     trainer.fit(module, datamodule=dm)
     return frame, dm, module
 

@@ -21,10 +21,9 @@ import pytest
 import torch
 from app_runner import run_inprocess
 from model_helpers import H, L, tiny_forecaster
-from pipeline_helpers import register_forecaster
+from pipeline_helpers import register_forecaster, store_with_models
 from safetensors.torch import save_file
 from scipy import stats
-from stores import new_store
 
 from forecast.backtest import backtest_frame, run_backtest
 from forecast.blocks import SeriesBlock
@@ -182,9 +181,6 @@ GATE = "contract-gate"
 def registry(tmp_path_factory):
     """Versions of one model: 1 quantile with 80% intervals, 2 point without, 3 point."""
     root = tmp_path_factory.mktemp("gate")
-    uri = new_store(root / "mlflow.db")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
     frame = synthetic_long(n_series=6, length=200, seed=1)
     data = root / "history.parquet"
     frame.to_parquet(data)
@@ -193,9 +189,7 @@ def registry(tmp_path_factory):
         tiny_forecaster(frame, seed=1),
         tiny_forecaster(frame, seed=2),
     ]
-    for model in models:
-        register_forecaster(model, frame, GATE, root, L, alias=None)
-    mlflow.set_tracking_uri(previous)
+    uri = store_with_models(root, models, frame, GATE, L, alias=None)
     return root, uri, data
 
 

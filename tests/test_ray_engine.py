@@ -1,14 +1,12 @@
 """engine=ray: Ray Data over partitions of series gives the local engine's forecast, row for row."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from model_helpers import tiny_forecaster
-from pipeline_helpers import register_forecaster
+from pipeline_helpers import batch_forecast, register_forecaster, run_pipeline
 
 from forecast.batch import run_batch_forecast
 from forecast.data import synthetic_long
@@ -17,7 +15,6 @@ from forecast.engines.request import RayOptions
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 L, H = 24, 6
 
 
@@ -29,14 +26,7 @@ def setup(isolated_mlflow, tmp_path):
     f = tiny_forecaster(history, data={"val_size": 4 * H}, intervals=[80, 95])
     register_forecaster(f, history, "ray-test", tmp_path, L)
     source = tmp_path / "history.parquet"
-    history.to_parquet(source, index=False)
-    local = run_batch_forecast(
-        "models:/ray-test@champion",
-        str(source),
-        str(tmp_path / "local.parquet"),
-        str(tmp_path),
-        progress="none",
-    )
+    local = batch_forecast("models:/ray-test@champion", history, source, tmp_path / "local.parquet")
     expected = pd.read_parquet(local)
     assert list(expected.columns)[2:] == ["y_hat", "y_hat_lo_80", "y_hat_hi_80", "y_hat_lo_95", "y_hat_hi_95"]
     return source, expected
@@ -74,22 +64,16 @@ def test_cli_joins_a_running_cluster(setup, tmp_path, subprocess_env, ray_cluste
     """`ray.address=auto` finds the session's head through RAY_ADDRESS, as on a cluster's node."""
     source, expected = setup
     out = tmp_path / "cli-out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "pipelines" / "batch_forecast.py"),
-            "model_uri=models:/ray-test@champion",
-            f"input={source}",
-            f"output={out}",
-            "engine=ray",
-            "ray.address=auto",
-            "ray.rows_per_partition=500",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        env=ray_cluster.env(subprocess_env),
-        capture_output=True,
-        text=True,
-        timeout=300,  # worker processes start slowly on a busy 2-core machine (120 s was hit once)
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = [
+        "model_uri=models:/ray-test@champion",
+        f"input={source}",
+        f"output={out}",
+        "engine=ray",
+        "ray.address=auto",
+        "ray.rows_per_partition=500",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    # run_pipeline's timeout, 300 s: worker processes start slowly on a busy 2-core machine (120 s
+    # was hit once)
+    run_pipeline("batch_forecast.py", args, tmp_path, ray_cluster.env(subprocess_env))
     assert_same_rows(out, expected)

@@ -15,17 +15,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from app_runner import run_inprocess
-from pipeline_helpers import register_forecaster
+from model_helpers import tiny_forecaster
+from pipeline_helpers import store_with_models
 
 from forecast.asof import AsOf
-from forecast.data import SeriesDataModule, synthetic_long
+from forecast.data import synthetic_long
 from forecast.errors import ConfigError, DataValidationError, NoHistoryError
-from forecast.models import ForecastModule
 from forecast.schedule import EXPERIMENT, already_done, output_path
 from forecast.tracking.resolve import ModelRef
-from forecast.training import build_forecaster
 
 L, H = 24, 6
 MODEL = "models:/scheduled@champion"
@@ -40,18 +38,9 @@ def history() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     """One tiny registered model (version 1 of `scheduled`) in a module-wide SQLite store."""
-    root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    torch.manual_seed(0)
     frame = history()
-    dm = SeriesDataModule(frame=frame, freq="h", input_size=L, horizon=H)
-    dm.setup()
-    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6)
-    register_forecaster(build_forecaster(net, dm), frame, "scheduled", root, L)
-    mlflow.set_tracking_uri(previous)
-    return uri
+    model = tiny_forecaster(frame, segment_len=6)
+    return store_with_models(tmp_path_factory.mktemp("store"), [model], frame, "scheduled", L)
 
 
 @pytest.fixture

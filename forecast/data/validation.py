@@ -232,23 +232,31 @@ def _check_regular(frame: pd.DataFrame, cols: ColumnSpec, freq: str | int, break
     bad = np.flatnonzero(~breaks & ~ok)
     if len(bad):
         first = bad[0]
-        ids = frame[cols.id_col]
-        bad_ids = pd.unique(ids.iloc[bad])
-        raise DataValidationError(
-            f"series are not regular at frequency {freq!r}: {len(bad_ids)} series have gaps or "
-            f"off-grid steps ({_examples(bad_ids)}); first at id {_plain(ids[first])!r} between "
-            f"{ds.iloc[first]} and {ds.iloc[first + 1]}. Fill missing steps with NaN targets "
-            "(and data.missing=mask) or set data.freq to the right frequency."
+        raise _irregular(
+            frame[cols.id_col],
+            bad,
+            freq,
+            f" between {ds.iloc[first]} and {ds.iloc[first + 1]}. Fill missing steps with NaN targets "
+            "(and data.missing=mask) or set data.freq to the right frequency.",
         )
     if len(off_grid):
-        ids = frame[cols.id_col]
-        bad_ids = pd.unique(ids.iloc[off_grid])
-        raise DataValidationError(
-            f"series are not regular at frequency {freq!r}: {len(bad_ids)} series have gaps or "
-            f"off-grid steps ({_examples(bad_ids)}); first at id {_plain(ids[off_grid[0]])!r}: "
-            f"{ds.iloc[off_grid[0]]} is not on the grid of {freq!r}. Fix the time stamps or set "
-            "data.freq to the right frequency."
+        raise _irregular(
+            frame[cols.id_col],
+            off_grid,
+            freq,
+            f": {ds.iloc[off_grid[0]]} is not on the grid of {freq!r}. Fix the time stamps or set "
+            "data.freq to the right frequency.",
         )
+
+
+def _irregular(ids: pd.Series, rows: np.ndarray, freq: str | int, detail: str) -> DataValidationError:
+    """The error for `rows` off the grid of `freq`: how many series and which, the first row's id,
+    then `detail` (where it breaks, how to fix it)."""
+    bad_ids = pd.unique(ids.iloc[rows])
+    return DataValidationError(
+        f"series are not regular at frequency {freq!r}: {len(bad_ids)} series have gaps or "
+        f"off-grid steps ({_examples(bad_ids)}); first at id {_plain(ids[rows[0]])!r}{detail}"
+    )
 
 
 def validate_long_frame(

@@ -54,6 +54,7 @@ class Distribution:
     name = ""
     n_params = 2
     discrete = False  # counts: integer quantiles (coverage counts a count on a bound as inside)
+    needs_scale = False  # its quantiles need the series' `loc` and `scale` (it lives on the raw scale)
 
     def constrain(self, raw: Tensor, std: Tensor | None) -> Tensor:
         """raw (B, H, P - 1), the columns after the location -> those parameters (B, H, P - 1);
@@ -91,7 +92,7 @@ class Distribution:
     ) -> np.ndarray:
         """params (N, H, P) scaled -> (N, H, Q) float32 scaled quantiles at levels `qs`, exactly.
 
-        `loc` and `scale` (N,) are the series' scaling (read by negbin only).
+        `loc` and `scale` (N,) are the series' scaling (read where `needs_scale`: negbin).
         """
         p = np.asarray(params, dtype=np.float64)
         levels = np.asarray(qs, dtype=np.float64)[None, None, :]  # (1, 1, Q)
@@ -185,6 +186,7 @@ class NegBin(Distribution):
 
     name = "negbin"
     discrete = True
+    needs_scale = True
 
     def constrain(self, raw: Tensor, std: Tensor | None) -> Tensor:
         return F.softplus(raw) + SPREAD_EPS

@@ -160,9 +160,14 @@ class RecurrentForecaster(nn.Module):
         raw = self.decoder(enc, self.encoder)  # (B, H, P)
         return self.output(raw, around["shifts"], around["mean"], around["std"])
 
+    @property
+    def has_attention(self) -> bool:
+        """Whether the decoder attends over the encoder's states (`attention_weights` works)."""
+        return isinstance(self.decoder, AttentionDecoder)
+
     def attention_weights(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, H, N): each horizon step's attention over the recurrent steps, averaged over heads."""
-        if not isinstance(self.decoder, AttentionDecoder):
+        if not self.has_attention:
             raise ConfigError("attention_weights needs decoder=attention")
         enc, _ = self.encode(batch)
         return self.decoder.weights(enc)[1].mean(1)

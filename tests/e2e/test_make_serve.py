@@ -14,14 +14,12 @@ import urllib.request
 
 import pandas as pd
 import pytest
-import torch
+from model_helpers import tiny_forecaster
 from pipeline_helpers import ROOT, register_forecaster
 from server_helpers import free_port
 
 from forecast.batch import run_batch_forecast
-from forecast.data import SeriesDataModule, synthetic_long
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
+from forecast.data import synthetic_long
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 L, H = 24, 6
@@ -33,12 +31,8 @@ MAKE = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed
 @pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "mlflow").exists(), reason="make serve runs .venv's mlflow")
 def test_make_serve_answers_with_the_batch_forecast(tmp_path, isolated_mlflow):
     uri = isolated_mlflow
-    torch.manual_seed(0)
     history = synthetic_long(n_series=3, length=60, seed=4)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
-    dm.setup()
-    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6)
-    model_uri = register_forecaster(build_forecaster(net, dm), history, "served", tmp_path, L)
+    model_uri = register_forecaster(tiny_forecaster(history, segment_len=6), history, "served", tmp_path, L)
     history.to_parquet(tmp_path / "history.parquet", index=False)
     out = run_batch_forecast(model_uri, str(tmp_path / "history.parquet"), str(tmp_path / "b.parquet"))
     expected = pd.read_parquet(out)

@@ -18,17 +18,15 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 from mlflow.cli import cli
+from model_helpers import tiny_forecaster
 from pipeline_helpers import register_forecaster
 from server_helpers import free_port
 from stores import new_store
 
 from forecast.batch import run_batch_forecast
-from forecast.data import SeriesDataModule, synthetic_long
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
+from forecast.data import synthetic_long
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 L, H = 24, 6
@@ -44,20 +42,9 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("clients")
     uri = new_store(root / "mlflow.db")
     mlflow.set_tracking_uri(uri)
-    torch.manual_seed(0)
     history = synthetic_long(n_series=3, length=60, seed=4)
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
-    dm.setup()
-    net = ForecastModule(
-        input_size=L,
-        horizon=H,
-        hidden_size=8,
-        head_hidden=8,
-        segment_len=6,
-        loss="quantile",
-        quantiles=QUANTILES,
-    )
-    model_uri = register_forecaster(build_forecaster(net, dm), history, "clients", root, L)
+    model = tiny_forecaster(history, segment_len=6, loss="quantile", quantiles=QUANTILES)
+    model_uri = register_forecaster(model, history, "clients", root, L)
     history.to_parquet(root / "history.parquet", index=False)
     out = run_batch_forecast(model_uri, str(root / "history.parquet"), str(root / "batch.parquet"), str(root))
     expected = pd.read_parquet(out)

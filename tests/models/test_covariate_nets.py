@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from covariate_helpers import model_config
+from model_helpers import quiet_trainer
 
 from forecast.errors import ConfigError
 from forecast.models import ForecastModule, build_net
@@ -198,20 +199,11 @@ def test_onnx_copy_takes_covariates(decoder, tmp_path):
 
 
 def test_lightning_trains_on_the_whole_batch():
-    import lightning as pl
-
     dims = KINDS["all"]
     module = _module("lstm", dims)
     batches = [_batch(dims, seed=s) for s in range(3)]
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
-    trainer = pl.Trainer(
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(3)
     trainer.fit(module, loader, loader)
     assert trainer.global_step == 3 and torch.isfinite(trainer.callback_metrics["val/loss"])
 

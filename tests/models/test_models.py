@@ -113,3 +113,26 @@ def test_net_rebuilds_from_saved_hyperparameters():
     again.load_state_dict(module.net.state_dict())
     x = torch.randn(2, 12)
     torch.testing.assert_close(again.eval()(x), module.net.eval()(x))
+
+
+def test_the_optimizer_steps_as_the_plain_loop_does():
+    """configure_optimizers' multi-tensor AdamW (foreach, for speed) moves the weights exactly as
+    PyTorch's default per-parameter loop on the CPU does."""
+
+    def trained(foreach: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        module = ForecastModule(24, 6, hidden_size=8, head_hidden=8, segment_len=6, lr=1e-2)
+        optimizer = module.configure_optimizers()
+        assert optimizer.defaults["foreach"] is True
+        if not foreach:
+            optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2, weight_decay=0.0)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            x, y = torch.randn(16, 24, generator=g), torch.randn(16, 6, generator=g)
+            loss = (module(x)[..., 0] - y).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    assert torch.equal(trained(True), trained(False))

@@ -4,6 +4,7 @@ and leaves nothing behind (no MLflow run for bad data, no output file)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,14 +12,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from app_runner import run_inprocess
-from pipeline_helpers import TINY_TRAIN, register_forecaster
+from app_runner import AppResult, run_inprocess
+from model_helpers import tiny_forecaster
+from pipeline_helpers import TINY_TRAIN, store_with_models
 
-from forecast.data import SeriesDataModule, synthetic_long
-from forecast.errors import ConfigError, DataValidationError
-from forecast.models import ForecastModule
-from forecast.training import build_forecaster
+from forecast.data import synthetic_long
+from forecast.errors import ConfigError, DataValidationError, ForecastError
 
 L, H = 24, 6
 
@@ -99,21 +98,19 @@ def _write(frame: pd.DataFrame, folder: Path, name: str) -> Path:
     return path
 
 
+def assert_one_line_error(result: AppResult, error: type[ForecastError], message: str) -> None:
+    """The job ended with `error`'s exit code and one `error: ` line matching `message`, no traceback."""
+    assert result.code == error.exit_code, result.stderr[-2000:]
+    assert result.last_line.startswith("error: ") and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert re.search(message, result.last_line), result.last_line
+
+
 @pytest.fixture(scope="module")
 def model_uri(tmp_path_factory) -> str:
     """One tiny registered model (naive time stamps, missing=error) in a module-wide store."""
-    root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    torch.manual_seed(0)
     history = base()
-    dm = SeriesDataModule(frame=history, freq="h", input_size=L, horizon=H)
-    dm.setup()
-    net = ForecastModule(input_size=L, horizon=H, hidden_size=8, head_hidden=8, segment_len=6)
-    register_forecaster(build_forecaster(net, dm), history, "catalogue", root, L)
-    mlflow.set_tracking_uri(previous)
-    return uri
+    model = tiny_forecaster(history, segment_len=6)
+    return store_with_models(tmp_path_factory.mktemp("store"), [model], history, "catalogue", L)
 
 
 @pytest.mark.parametrize(("name", "edit", "message"), DATA_CASES, ids=[c[0] for c in DATA_CASES])
@@ -123,12 +120,7 @@ def test_training_refuses_bad_data_with_one_line(name, edit, message, tmp_path, 
     path = _write(edit(base()), tmp_path, "data")
     args = [*TINY_TRAIN, f"data.path={path}", f"paths.root_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs"]
     result = run_inprocess("train.py", args, tmp_path, monkeypatch, capsys)
-    assert result.code == DataValidationError.exit_code, result.stderr[-2000:]
-    assert result.last_line.startswith("error: "), result.stderr[-2000:]
-    assert pytest.approx(0) == len([1 for line in result.stderr.splitlines() if "Traceback" in line])
-    import re
-
-    assert re.search(message, result.last_line), result.last_line
+    assert_one_line_error(result, DataValidationError, message)
     # Bad data is refused before any MLflow run exists: nothing half-written in the store.
     mlflow.set_tracking_uri(uri)
     assert mlflow.search_runs(search_all_experiments=True).empty
@@ -143,11 +135,7 @@ def test_batch_forecast_refuses_bad_data_with_one_line(
     out = tmp_path / "out" / "forecast.parquet"
     args = ["model_uri=models:/catalogue@champion", f"input={path}", f"output={out}", "progress=none"]
     result = run_inprocess("batch_forecast.py", args, tmp_path, monkeypatch, capsys)
-    assert result.code == DataValidationError.exit_code, result.stderr[-2000:]
-    assert result.last_line.startswith("error: ") and "Traceback" not in result.stderr
-    import re
-
-    assert re.search(message, result.last_line), result.last_line
+    assert_one_line_error(result, DataValidationError, message)
     assert not out.exists()
     assert not list(out.parent.glob(".*")) if out.parent.exists() else True  # no temporary file left
 
@@ -159,8 +147,6 @@ def test_pyfunc_refuses_bad_data_with_the_same_message(name, edit, message, mode
     frame = edit(base())
     with pytest.raises(Exception) as caught:
         model.predict(frame)
-    import re
-
     text = str(caught.value)
     assert re.search(message, text), text
 
@@ -198,11 +184,7 @@ def test_training_config_errors_are_one_line(overrides, message, tmp_path, monke
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     args = [f"paths.root_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs", *overrides]
     result = run_inprocess("train.py", args, tmp_path, monkeypatch, capsys)
-    assert result.code == ConfigError.exit_code, result.stderr[-2000:]
-    assert result.last_line.startswith("error: ") and "Traceback" not in result.stderr
-    import re
-
-    assert re.search(message, result.last_line), result.last_line
+    assert_one_line_error(result, ConfigError, message)
 
 
 BATCH_CONFIG_CASES = [
@@ -223,9 +205,5 @@ def test_batch_config_errors_are_one_line(overrides, message, model_uri, tmp_pat
     out = tmp_path / "forecast.parquet"
     args = ["model_uri=models:/catalogue@champion", f"input={path}", f"output={out}", *overrides]
     result = run_inprocess("batch_forecast.py", args, tmp_path, monkeypatch, capsys)
-    assert result.code == ConfigError.exit_code, result.stderr[-2000:]
-    assert result.last_line.startswith("error: ") and "Traceback" not in result.stderr
-    import re
-
-    assert re.search(message, result.last_line), result.last_line
+    assert_one_line_error(result, ConfigError, message)
     assert not out.exists()

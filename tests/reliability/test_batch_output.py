@@ -336,23 +336,19 @@ def store(tmp_path_factory) -> Store:
     root = tmp_path_factory.mktemp("store")
     uri = new_store(root / "mlflow.db")
     previous = mlflow.get_tracking_uri()
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        mlflow.set_tracking_uri(uri)
-        history = synthetic_long(n_series=7, length=60, seed=3)
-        for name, value in [("rel-test", None), ("rel-nan", float("nan")), ("rel-inf", float("inf"))]:
-            before = set(root.rglob("weights.safetensors"))
-            register_forecaster(tiny_forecaster(history), history, name, root, L)
-            (weights,) = set(root.rglob("weights.safetensors")) - before
-            if value is not None:  # the model was checked when logged; it breaks afterwards
-                _set_weights(weights, value)
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        try:
+            mlflow.set_tracking_uri(uri)
+            history = synthetic_long(n_series=7, length=60, seed=3)
+            for name, value in [("rel-test", None), ("rel-nan", float("nan")), ("rel-inf", float("inf"))]:
+                before = set(root.rglob("weights.safetensors"))
+                register_forecaster(tiny_forecaster(history), history, name, root, L)
+                (weights,) = set(root.rglob("weights.safetensors")) - before
+                if value is not None:  # the model was checked when logged; it breaks afterwards
+                    _set_weights(weights, value)
+        finally:
+            mlflow.set_tracking_uri(previous)
     return Store(uri, root)
 
 

@@ -101,23 +101,19 @@ def world(tmp_path_factory) -> World:
 
     root = tmp_path_factory.mktemp("kill")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        train = synthetic_long(n_series=6, length=80, seed=4)
-        register_forecaster(tiny_forecaster(train), train, "kill-test", root, L)
-        big, small = root / "big.parquet", root / "small.parquet"
-        synthetic_long(n_series=240, length=40, seed=5).to_parquet(big, index=False)
-        synthetic_long(n_series=5, length=40, seed=6).to_parquet(small, index=False)
-        common = {"root_dir": str(root), "progress": "none"}
-        ref = run_batch_forecast(MODEL, str(big), str(root / "ref.parquet"), **common)
-        prev = run_batch_forecast(MODEL, str(small), str(root / "prev.parquet"), **common)
-    finally:
-        mlflow.set_tracking_uri(None)
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        try:
+            train = synthetic_long(n_series=6, length=80, seed=4)
+            register_forecaster(tiny_forecaster(train), train, "kill-test", root, L)
+            big, small = root / "big.parquet", root / "small.parquet"
+            synthetic_long(n_series=240, length=40, seed=5).to_parquet(big, index=False)
+            synthetic_long(n_series=5, length=40, seed=6).to_parquet(small, index=False)
+            common = {"root_dir": str(root), "progress": "none"}
+            ref = run_batch_forecast(MODEL, str(big), str(root / "ref.parquet"), **common)
+            prev = run_batch_forecast(MODEL, str(small), str(root / "prev.parquet"), **common)
+        finally:
+            mlflow.set_tracking_uri(None)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     return World(root, env, big, small, pd.read_parquet(ref), prev.read_bytes())
