@@ -77,7 +77,7 @@ def covariate_encoder(forecaster):
     stored = getattr(forecaster.settings, "covariates", None)
     if not stored:
         return None
-    from forecast.data.covariates import CovariateEncoder
+    from forecast.data.covariate_encoder import CovariateEncoder
 
     return CovariateEncoder.from_dict(stored)
 

@@ -174,7 +174,8 @@ class ModelConfig(Options):
     cell: str = option(
         "lstm",
         "`lstm`, `gru` (fused kernels), `peephole` (gates see the cell state, Gers & Schmidhuber "
-        "2000) or `slstm` (xLSTM's exponential-gated sLSTM, Beck et al. 2024)",
+        "2000) or `slstm` (xLSTM's exponential-gated sLSTM, Beck et al. 2024); the registry: "
+        "`forecast.models.encoders.ENCODERS`",
     )
     hidden_size: int = option(128, "hidden units per layer")
     num_layers: int = option(2, "stacked recurrent layers")
@@ -216,7 +217,7 @@ class ModelConfig(Options):
         "cell per output segment of `segment_len` steps, all in parallel, each told its position "
         "(SegRNN's parallel decoding; unidirectional only); `attention`: per horizon step a query "
         "(its position, the window's context, its future-known covariates) attends over the "
-        "encoder's states, added to the MLP head",
+        "encoder's states, added to the MLP head; the registry: `forecast.models.decoders.DECODERS`",
     )
     attention: str = option(
         "dot", "`decoder=attention`: `dot` (scaled dot product) or `additive` (Bahdanau's tanh score)"
@@ -228,7 +229,8 @@ class ModelConfig(Options):
         "`mae`, `mse`, `quantile` (with `quantiles`), `smape` (relative error on the raw scale: many "
         "series of different levels and spikes, as M4), or a distribution's negative "
         "log-likelihood: `normal`, `student_t` (heavy tails) or `negbin` (counts, integer "
-        "quantiles); a distribution forecasts its exact quantiles at `quantiles`",
+        "quantiles); a distribution forecasts its exact quantiles at `quantiles` (the registry: "
+        "`forecast.models.distributions.DISTRIBUTIONS`)",
     )
     quantiles: list[float] | None = option(
         None,

@@ -23,14 +23,14 @@ from forecast.layout import future_timestamps
 from forecast.settings import ForecasterSettings
 
 if TYPE_CHECKING:
-    from forecast.data.covariates import CovariateEncoder
+    from forecast.data.covariate_encoder import CovariateEncoder
 
 
 def covariate_encoder(settings: ForecasterSettings) -> CovariateEncoder | None:
     """The saved covariate encoder, or None for a model that reads the target alone."""
     if not settings.covariates:
         return None
-    from forecast.data.covariates import CovariateEncoder
+    from forecast.data.covariate_encoder import CovariateEncoder
 
     return CovariateEncoder.from_dict(settings.covariates)
 

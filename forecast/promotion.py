@@ -30,15 +30,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from forecast.backtest import (
-    LOWER_IS_BETTER,
-    BacktestResult,
-    backtest_frame,
-    data_digest,
-    log_result,
-    model_season_length,
-    resolve_season_length,
-)
+from forecast.backtest import LOWER_IS_BETTER, BacktestResult, backtest_frame
+from forecast.backtest_job import data_digest, log_result, model_season_length, resolve_season_length
 from forecast.data.io import read_table
 from forecast.errors import ConfigError, ModelNotFoundError, require_int
 from forecast.forecaster import Forecaster, Runtime

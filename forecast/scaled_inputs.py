@@ -16,7 +16,7 @@ from forecast.errors import ConfigError
 from forecast.settings import ForecasterSettings
 
 if TYPE_CHECKING:
-    from forecast.data.covariates import CovariateEncoder
+    from forecast.data.covariate_encoder import CovariateEncoder
 
 
 def scaled_windows(

@@ -30,7 +30,7 @@ class ForecasterSettings:
     scaler: str
     quantiles: list[float] = field(default_factory=list)
     missing: str = "error"
-    # The fitted covariate encoder (`forecast.data.covariates.CovariateEncoder.to_dict()`);
+    # The fitted covariate encoder (`forecast.data.covariate_encoder.CovariateEncoder.to_dict()`);
     # None: the model reads the target alone (every model saved before covariates existed).
     covariates: dict[str, Any] | None = None
     # The options it was trained with (`forecast.config.SavedConfig`: data, model, train and

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from forecast.backtest import levels_to_calibrate, run_backtest
+from forecast.backtest import levels_to_calibrate
+from forecast.backtest_job import run_backtest
 from forecast.cli import run_app
 
 

@@ -10,7 +10,8 @@ from pipeline_helpers import TINY_TRAIN
 from test_configs import compose_train
 
 from forecast.plotting import plot_attention
-from forecast.training import _publish, fit, package
+from forecast.publishing import publish
+from forecast.training import fit, package
 
 
 def test_attention_run_logs_its_weights(tmp_path, history, isolated_mlflow):
@@ -26,7 +27,7 @@ def test_attention_run_logs_its_weights(tmp_path, history, isolated_mlflow):
         del cfg["hydra"]  # as in the app, where HydraConfig holds it
     result = fit(cfg)
     forecaster = package(cfg, result.module, result.datamodule)  # what train() does after fit
-    _publish(cfg, result.run_id, forecaster, result.module, result.datamodule)
+    publish(cfg, result.run_id, forecaster, result.module, result.datamodule)
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
     assert {"attention.png", "forecasts.png"} <= artifacts
     net = result.module.net.eval()

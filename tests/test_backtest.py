@@ -11,7 +11,8 @@ from app_runner import run_inprocess
 from model_helpers import tiny_forecaster as shared_tiny_forecaster
 from pipeline_helpers import store_with_models
 
-from forecast.backtest import backtest_frame, cutoff_ends, data_digest, resolve_season_length
+from forecast.backtest import backtest_frame, cutoff_ends
+from forecast.backtest_job import data_digest, resolve_season_length
 from forecast.baselines import seasonal_naive
 from forecast.blocks import SeriesBlock
 from forecast.data import synthetic_long

@@ -15,7 +15,8 @@ from pipeline_helpers import batch_forecast, register_forecaster, run_pipeline
 from forecast.batch import run_batch_forecast
 from forecast.data import synthetic_long
 from forecast.data.validation import ColumnSpec, DataValidationError
-from forecast.engines.local import Progress, forecast_file, read_batches, whole_series
+from forecast.engines.local import forecast_file, read_batches, whole_series
+from forecast.engines.progress import Progress
 
 L, H = 24, 6
 

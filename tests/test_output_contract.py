@@ -25,7 +25,8 @@ from pipeline_helpers import register_forecaster, store_with_models
 from safetensors.torch import save_file
 from scipy import stats
 
-from forecast.backtest import backtest_frame, run_backtest
+from forecast.backtest import backtest_frame
+from forecast.backtest_job import run_backtest
 from forecast.blocks import SeriesBlock
 from forecast.data import synthetic_long
 from forecast.errors import ConfigError

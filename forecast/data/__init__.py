@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from forecast._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from forecast.data.covariates import CovariateConfig, CovariateEncoder, validate_covariates
+    from forecast.data.covariate_encoder import CovariateEncoder
+    from forecast.data.covariates import CovariateConfig, validate_covariates
     from forecast.data.datamodule import SeriesDataModule
     from forecast.data.io import read_table, write_parquet_atomic
     from forecast.data.scaling import SeriesScaler
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "CovariateConfig": "covariates",
-    "CovariateEncoder": "covariates",
+    "CovariateEncoder": "covariate_encoder",
     "ColumnSpec": "validation",
     "DataValidationError": "validation",
     "SeriesDataModule": "datamodule",

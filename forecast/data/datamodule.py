@@ -15,9 +15,11 @@ from torch.utils.data import DataLoader
 
 from forecast.config import DataConfig
 from forecast.data.calendar import fixed_step, season_length_for, step_index
-from forecast.data.covariates import CovariateConfig, CovariateEncoder, read_static_table, validate_covariates
+from forecast.data.covariate_encoder import CovariateEncoder
+from forecast.data.covariates import CovariateConfig, read_static_table, validate_covariates
 from forecast.data.io import TRAIN_COLUMNS_HINT, read_table
 from forecast.data.scaling import SeriesScaler, segment_stats
+from forecast.data.splits import seasonal_mae, split_points
 from forecast.data.validation import (
     ColumnSpec,
     _examples,
@@ -34,39 +36,6 @@ from forecast.datasets import load_dataset
 from forecast.errors import ConfigError, DataValidationError, require_int
 
 log = logging.getLogger(__name__)
-
-
-def seasonal_mae(values: np.ndarray, offsets: np.ndarray, ends: np.ndarray, season: int) -> np.ndarray:
-    """Per-series in-sample MAE of the seasonal naive forecast over [start, end): MASE's scale."""
-    out = np.ones(len(offsets) - 1, dtype=np.float32)
-    for i in range(len(out)):
-        y = values[offsets[i] : offsets[i] + ends[i]]
-        m = season if len(y) > season else 1
-        diffs = np.abs(y[m:] - y[:-m])
-        mean = float(np.nanmean(diffs)) if np.isfinite(diffs).any() else 0.0
-        out[i] = mean if mean > 1e-8 else 1.0
-    return out
-
-
-def split_points(
-    lengths: np.ndarray, horizon: int, val_size: int, test_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(val_start, test_start) per series: where its validation and test targets begin.
-
-    A series long enough for all three parts ends with `test_size` test steps after `val_size`
-    validation steps. A shorter one serves training first, then validation, then test: one
-    training window needs horizon + 1 steps, and a series the model never learns from would
-    only be scored as a stranger (its scaler comes from the training part too), so training
-    gets its steps before validation, which early stopping needs, before test. A part the series
-    is too short for is empty (its start is the series' length).
-    """
-    n = np.asarray(lengths, dtype=np.int64)
-    train_min = horizon + 1
-    has_test = n >= train_min + val_size + test_size
-    has_val = n >= train_min + val_size
-    test_start = np.where(has_test, n - test_size, n)
-    val_start = np.where(has_test, n - test_size - val_size, np.where(has_val, n - val_size, n))
-    return val_start, test_start
 
 
 class SeriesDataModule(L.LightningDataModule):
@@ -336,6 +305,13 @@ class SeriesDataModule(L.LightningDataModule):
         except ValueError as err:  # only a learned cycle needs them; it then says so
             log.debug("no step numbers for this frequency: %s", err)
             return None
+
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        """On the CPU the loader's tensors are where they must be: Lightning's walk over the batch
+        (to move each tensor) is skipped, a few percent of a training step there."""
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     @property
     def n_series(self) -> int:

@@ -19,7 +19,7 @@ class SeriesArrays:
     seasonal-naive MAE on the raw scale.
     `first_step` and `codes`, when given, add each window's `step` (the absolute step number
     of its first target, for learned cycles) and `series` code to its batch.
-    Covariates (`forecast.data.covariates`), encoded once per row like the values (`futr`,
+    Covariates (`forecast.data.covariate_encoder`), encoded once per row like the values (`futr`,
     `futr_cat`, `hist`, `hist_cat`, row i is values[i]'s step) and once per series (`static`,
     `static_cat`); categorical codes are stored as int32 and served as int64.
     """

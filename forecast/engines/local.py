@@ -2,7 +2,8 @@
 
 Memory stays flat as the input grows: one chunk of input rows (`chunk_rows`) and one batch of
 series windows (`batch_size`) are in memory at a time, and the output is appended to a
-temporary Parquet file that replaces the target only when everything succeeded.
+temporary Parquet file that replaces the target only when everything succeeded
+(`forecast.data.parquet_writer`); progress is a bar or log lines (`forecast.engines.progress`).
 
 Streaming needs each series' rows to be contiguous in the input (grouped by id, as a table
 sorted by id is; the time order inside a series does not matter). A series that continues
@@ -15,13 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -41,15 +39,15 @@ from forecast.data.io import (
     require_columns,
     table_columns,
 )
-from forecast.data.staging import fsync_tree, output_error, staging_path, sweep_stale
+from forecast.data.parquet_writer import AtomicParquetWriter
 from forecast.data.validation import ColumnSpec, DataValidationError, validate_long_frame
 from forecast.engines.chunks import FutureRows, chunk_block
+from forecast.engines.progress import Progress, ProgressMode
 from forecast.errors import ConfigError, LateRowsError, MissingFutureError, NoHistoryError, NonFiniteError
 from forecast.forecaster import Forecaster, log_padded
 
 log = logging.getLogger(__name__)
 
-ProgressMode = Literal["auto", "bar", "log", "none"]
 _PARQUET = (".parquet", ".pq")
 
 
@@ -204,141 +202,6 @@ def _last_run_start(ids: pa.ChunkedArray) -> int:
         if start == 0:
             return 0
         span *= 4
-
-
-# -- writing -----------------------------------------------------------------------------------
-class AtomicParquetWriter:
-    """Append tables to a temporary file beside `path`; `commit` renames it into place.
-
-    Until then, and always when anything fails, `path` keeps whatever it held before. The
-    temporary name carries this process's id (`forecast.data.staging`), so the next run removes
-    it if this one is killed; any error writing is an OutputError naming `path`.
-    """
-
-    def __init__(self, path: str | os.PathLike, metadata: dict[str, str] | None = None):
-        self.path = Path(path)
-        self.metadata = {k.encode(): str(v).encode() for k, v in (metadata or {}).items()}
-        self._tmp: Path | None = None
-        self._writer: pq.ParquetWriter | None = None
-
-    def __enter__(self) -> AtomicParquetWriter:
-        """Sweep leftovers of killed runs, then create this writer's temporary file."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            sweep_stale(self.path)
-            tmp = staging_path(self.path)
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        except OSError as err:
-            raise output_error(self.path, err) from err
-        self._tmp = tmp
-        return self
-
-    def write(self, frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if self._writer is None:
-            schema = table.schema.with_metadata({**(table.schema.metadata or {}), **self.metadata})
-            try:
-                self._writer = pq.ParquetWriter(self._tmp, schema)
-            except OSError as err:
-                raise output_error(self.path, err) from err
-        elif not table.schema.equals(self._writer.schema, check_metadata=False):
-            try:
-                table = table.cast(self._writer.schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-                raise DataValidationError(
-                    f"column types changed between chunks of the input ({table.schema} after "
-                    f"{self._writer.schema}); give every chunk the same types"
-                ) from err
-        try:
-            self._writer.write_table(table)
-        except OSError as err:  # disk full, file system gone read-only
-            raise output_error(self.path, err) from err
-
-    def commit(self) -> Path:
-        """Close the temporary file, flush it to disk and rename it over `path`."""
-        assert self._writer is not None, "nothing was written"
-        try:
-            self._writer.close()
-            self._writer = None
-            fsync_tree(self._tmp)
-            os.replace(self._tmp, self.path)
-        except OSError as err:
-            raise output_error(self.path, err) from err
-        self._tmp = None
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-        except OSError:
-            pass  # the error that got us here says more
-        finally:
-            if self._tmp is not None:
-                self._tmp.unlink(missing_ok=True)
-
-
-# -- progress ----------------------------------------------------------------------------------
-class Progress:
-    """Series done: a tqdm bar on a terminal, plain log lines (every `every_s`) otherwise.
-
-    The total is estimated from the rows read so far against the input's row count, so the
-    input needs no extra pass to count its series.
-    """
-
-    def __init__(self, total_rows: int | None, mode: ProgressMode = "auto", every_s: float = 10.0):
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "log"
-        if mode not in ("bar", "log", "none"):
-            raise ConfigError(f"unknown progress mode {mode!r}; use auto, bar, log or none")
-        self.mode, self.total_rows, self.every_s = mode, total_rows, every_s
-        self.series = self.rows = 0
-        self.started = self._last = time.perf_counter()
-        self._bar = None
-        if mode == "bar":
-            from tqdm import tqdm
-
-            # A terminal that reports no width (some pseudo-terminals) would get an empty bar.
-            width = shutil.get_terminal_size((100, 20)).columns
-            self._bar = tqdm(desc="forecast", unit="series", ncols=width, file=sys.stderr)
-
-    def estimate(self) -> int | None:
-        if not self.total_rows or not self.rows:
-            return None
-        return max(self.series, round(self.series * self.total_rows / self.rows))
-
-    def update(self, series: int, rows: int) -> None:
-        self.series += series
-        self.rows += rows
-        if self._bar is not None:
-            self._bar.total = self.estimate()
-            self._bar.update(series)
-        elif self.mode == "log" and time.perf_counter() - self._last >= self.every_s:
-            self._line()
-
-    def _line(self, done: bool = False) -> None:
-        self._last = time.perf_counter()
-        elapsed = self._last - self.started
-        total = self.series if done else self.estimate()
-        of = f" of ~{total:,}" if total and not done else ""
-        log.info(
-            "forecast: %s%s series%s, %.0f series/s, %.1fs",
-            f"{self.series:,}",
-            of,
-            " (done)" if done else "",
-            self.series / max(elapsed, 1e-9),
-            elapsed,
-        )
-
-    def close(self, done: bool = True) -> None:
-        """End the bar; `done=False` (a failed run) leaves out the closing line."""
-        if self._bar is not None:
-            if done:
-                self._bar.total = self.series
-                self._bar.refresh()
-            self._bar.close()
-        elif self.mode == "log" and done:
-            self._line(done=True)
 
 
 # -- the engine --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from forecast.errors import ConfigError
 from forecast.tracking.resolve import LoadRetry
 
 if TYPE_CHECKING:
-    from forecast.engines.local import ProgressMode
+    from forecast.engines.progress import ProgressMode
     from forecast.forecaster import Runtime
 
 Engine = Literal["local", "ray"]

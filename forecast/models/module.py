@@ -170,13 +170,6 @@ class ForecastModule(L.LightningModule):
                 self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """On the CPU the loader's tensors are where they must be: Lightning's walk over the batch
-        (to move each tensor) is skipped, a few percent of a training step here."""
-        if device.type == "cpu":
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def on_train_epoch_end(self) -> None:
         """The training metrics, once per epoch. Logging the metric objects every step (as
         validation does) cost 12% of the training time (bench/README.md, B3): Lightning walks

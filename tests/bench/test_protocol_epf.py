@@ -99,7 +99,8 @@ def test_day_inputs_see_prices_before_the_day_and_covariates_through_it():
 
     import pandas as pd
 
-    from forecast.data.covariates import CovariateConfig, CovariateEncoder
+    from forecast.data.covariate_encoder import CovariateEncoder
+    from forecast.data.covariates import CovariateConfig
 
     epf = importlib.import_module("epf")
     n, L = 24 * 12, 48

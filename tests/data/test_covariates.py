@@ -11,12 +11,8 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from forecast.data.covariates import (
-    CALENDAR_PERIODS,
-    CovariateConfig,
-    CovariateEncoder,
-    validate_covariates,
-)
+from forecast.data.covariate_encoder import CALENDAR_PERIODS, CovariateEncoder
+from forecast.data.covariates import CovariateConfig, validate_covariates
 from forecast.data.datamodule import SeriesDataModule
 from forecast.data.validation import ColumnSpec
 from forecast.data.windows import SeriesArrays, WindowDataset, window_starts

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from forecast.data import SeriesDataModule, synthetic_long
-from forecast.data.datamodule import split_points
+from forecast.data.splits import split_points
 from forecast.data.validation import validate_long_frame
 from forecast.engines.chunks import fast_block
 from forecast.engines.local import forecast_file

@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 from model_helpers import tiny_forecaster
 from stores import new_store
 
-from forecast.backtest import backtest_frame, data_digest
+from forecast.backtest import backtest_frame
+from forecast.backtest_job import data_digest
 from forecast.data import synthetic_long
 from forecast.errors import KEPT_CHAMPION_EXIT, ConfigError, ModelNotFoundError
 from forecast.promotion import is_better, promote

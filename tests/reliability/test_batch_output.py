@@ -27,8 +27,9 @@ from stores import new_store
 import forecast.data.staging as staging
 from forecast.batch import run_batch_forecast
 from forecast.data import synthetic_long, write_parquet_atomic
+from forecast.data.parquet_writer import AtomicParquetWriter
 from forecast.data.staging import prepare_output, staging_path, sweep_stale
-from forecast.engines.local import AtomicParquetWriter, forecast_file
+from forecast.engines.local import forecast_file
 from forecast.errors import ModelNotFoundError, NonFiniteError, OutputError, TrackingUnavailableError
 from forecast.tracking import resolve as batch  # the model loading the batch job uses
 from forecast.tracking.resolve import LoadRetry, resolve_model
