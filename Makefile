@@ -47,8 +47,7 @@ test-fast: $(STAMP) ## the inner loop: no server, no subprocess, no real trainin
 	$(PY) -m pytest -q $(TEST_WORKERS) -m "not slow"
 
 demo: $(STAMP) ## train on the embedded data, track + register in MLflow, batch-forecast
-	@# 15 epochs: early stopping picks the same checkpoint as with 30 (bench/README.md, demo budget)
-	$(PY) pipelines/train.py register=true registry.name=$(MODEL_NAME) trainer.max_epochs=15
+	$(PY) pipelines/train.py register=true registry.name=$(MODEL_NAME)
 	$(PY) pipelines/batch_forecast.py model_uri=models:/$(MODEL_NAME)@champion \
 		input=$$($(PY) -c "from forecast.datasets import dataset_path; print(dataset_path('m4_hourly_sample'))") \
 		output=$(DEMO_DIR)/forecast.parquet
