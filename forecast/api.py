@@ -66,7 +66,8 @@ class Model:
         self.metrics_: dict[str, float] = {}
         self.run_id_: str | None = None
         self.model_uri_: str | None = None
-        self._history: pd.DataFrame | None = None
+        self._history: pd.DataFrame | None = None  # the table fit was given (predict() default)
+        self._source: str | None = None  # or the path it read
 
     def __repr__(self) -> str:
         fitted = "fitted" if self.forecaster_ is not None else "not fitted"
@@ -136,9 +137,10 @@ class Model:
         The scores (MAE, sMAPE, MASE, ... and the seasonal-naive baseline's) are in
         `cv_metrics_`. The model is not refit at each origin."""
         from forecast.backtest import backtest_frame
+        from forecast.data.calendar import season_length_for
 
         forecaster = self._fitted()
-        m = season_length or self.data.season_length or _season(forecaster.settings.freq)
+        m = season_length or self.data.season_length or season_length_for(forecaster.settings.freq)
         result = backtest_frame(forecaster, self._table(df), n_windows, step, m)
         self.cv_metrics_ = result.metrics
         return result.table
@@ -184,17 +186,11 @@ class Model:
             return df
         if self._history is not None:
             return self._history
-        if getattr(self, "_source", None):
+        if self._source:
             from forecast.data.io import read_table
 
             return read_table(self._source)
         raise ConfigError("give the history to forecast from: predict(df) (a loaded model keeps no data)")
-
-
-def _season(freq: str | int) -> int:
-    from forecast.data.calendar import season_length_for
-
-    return season_length_for(freq)
 
 
 def _options(saved: dict[str, Any]) -> dict[str, Any]:

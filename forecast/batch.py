@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def forecast_batch(request: BatchRequest) -> BatchResult:
     if r.engine == "ray":
         from forecast.engines.ray import forecast_on_ray
 
-        summary, ref = forecast_on_ray(r.but(metadata=extra))
+        summary, ref = forecast_on_ray(replace(r, metadata=extra))
         return BatchResult(
             summary.output, ref, summary.series, summary.rows, summary.dropped, time.perf_counter() - started
         )

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +232,8 @@ def run_scheduled(
         log.info("MLflow run %s (%s) for as_of=%s", run.run_id, "reused" if run.reused else "new", cut.label)
         try:
             result = forecast_batch(
-                request.but(
+                replace(
+                    request,
                     model_uri=ref.pinned_uri,  # the version pinned above, whatever the alias says by now
                     output_path=str(target),
                     metadata={"forecast.uri": model_uri, "forecast.input": params["input"]},

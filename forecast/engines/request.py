@@ -8,7 +8,7 @@ and the engines, instead of a dozen options passed by hand through each layer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from forecast.asof import AsOf
@@ -65,10 +65,6 @@ class BatchRequest:
         object.__setattr__(self, "ray", self.ray or RayOptions())
         object.__setattr__(self, "retry", self.retry or LoadRetry())
         object.__setattr__(self, "as_of", self.as_of or AsOf(None))
-
-    def but(self, **changes: Any) -> BatchRequest:
-        """The same request with some fields changed (the scheduler pins the model, fills the path)."""
-        return replace(self, **changes)
 
     @classmethod
     def from_config(cls, cfg: Any) -> BatchRequest:
