@@ -84,6 +84,7 @@ class Model:
         register: str | None = None,
         alias: str = "candidate",
         root_dir: str | Path = ".",
+        init_from: Model | str | Path | None = None,
     ) -> Model:
         """Train on `df` (a long DataFrame, or a CSV / Parquet path): the last `data.test_size`
         steps of each series are held out for the test scores, the `data.val_size` before them
@@ -91,6 +92,8 @@ class Model:
 
         `experiment`: track the run in MLflow (the store of `root_dir`, or MLFLOW_TRACKING_URI)
         with the model logged; `register`: also register it under that name with `alias`.
+        `init_from`: a warm start from a fitted `Model`, a saved folder or `models:/NAME@ALIAS`
+        (its weights; the options must build the same net: `forecast.warm_start`).
         """
         from forecast.training import run
 
@@ -106,7 +109,10 @@ class Model:
             raise ConfigError(f"fit takes a DataFrame or a file path, got {type(df).__name__}")
         with tempfile.TemporaryDirectory(prefix="forecast-fit-") as out:
             cfg = job_config(data, self.model, self.train, Path(out), root_dir, experiment, register, alias)
-            trained = run(cfg, frame=frame)
+            init = init_from._fitted() if isinstance(init_from, Model) else None
+            if init_from is not None and init is None:
+                cfg.init_from = str(init_from)
+            trained = run(cfg, frame=frame, init=init)
         self.forecaster_ = trained.forecaster
         self.metrics_ = trained.fit.metrics
         self.run_id_ = trained.fit.run_id
@@ -249,6 +255,7 @@ def job_config(
         {
             "task_name": "api",
             "resume": None,
+            "init_from": None,
             "tune_lr": False,
             "register": bool(register),
             "registry": {"name": register or "", "alias": alias},

@@ -273,6 +273,8 @@ class TrainConfig(Options):
     interval_scale: str = option("window", "the intervals' width per series and step: `window` or `series`")
     export: Any = option("auto", "serving copies logged with the model: `auto`, `[onnx]` or `[]`")
     enable_progress_bar: bool = option(True, "Lightning's progress bar (on a terminal or in a notebook)")
+    members: int = option(1, "ensemble members (`ensemble.members`): K seeds of this config as one model")
+    combine: str = option("median", "how an ensemble combines its members: `median` or `mean`")
 
 
 # Where each training option lives in the training job's config (conf/train.yaml composed).
@@ -291,6 +293,8 @@ JOB_KEYS: dict[str, str] = {
     "interval_scale": "interval_scale",
     "export": "export",
     "enable_progress_bar": "trainer.enable_progress_bar",
+    "members": "ensemble.members",
+    "combine": "ensemble.combine",
 }
 
 

@@ -92,6 +92,7 @@ def log_dataset(cfg: DictConfig, dm: SeriesDataModule) -> None:
     dataset = MetaDataset(source=source, name=name, digest=digest.hexdigest()[:16])
     rows, series = int(dm.arrays.offsets[-1]), len(dm.ids)
     mlflow.log_input(dataset, context="training", tags={"rows": str(rows), "series": str(series)})
+    mlflow.set_tag("data_digest", dataset.digest)  # which data a refit saw, at a glance
 
 
 @rank_zero_only
@@ -124,9 +125,10 @@ def publish(
         if cfg.get("optuna"):
             mlflow.set_tag(STATE_TAG, "COMPLETE")
         if cfg.get("register") is True:
-            registered = register(
-                info.model_uri, cfg.registry.name, cfg.registry.alias, tags={"run_id": run_id}
-            )
+            tags = {"run_id": run_id}
+            if cfg.get("init_from"):
+                tags["init_from"] = str(cfg.init_from)
+            registered = register(info.model_uri, cfg.registry.name, cfg.registry.alias, tags=tags)
             version = f"models:/{cfg.registry.name}@{cfg.registry.alias} = version {registered.version}"
             mlflow.set_tag("registered_version", f"{cfg.registry.name}/{registered.version}")
     return Published(baseline, split, run_link(uri, run.info.experiment_id, run_id), version)

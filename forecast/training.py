@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from forecast.calibration import window_residuals
 from forecast.checkpoints import (
@@ -35,12 +36,14 @@ from forecast.config import SavedConfig, train_options
 from forecast.console import EpochLine, on_terminal, quiet, summary
 from forecast.data.datamodule import SeriesDataModule
 from forecast.distributed import hydra_job_argv
-from forecast.errors import TrackingUnavailableError
+from forecast.errors import ConfigError, TrackingUnavailableError, require_int
 from forecast.finite import require_finite
 from forecast.forecaster import Forecaster, ForecasterSettings
 from forecast.intervals import calibrate, check_levels, check_scale
 from forecast.lr_finder import check_tune_lr, find_lr
+from forecast.models.ensemble import COMBINE, EnsembleNet, check_members, ensemble_params
 from forecast.models.module import ForecastModule
+from forecast.models.registry import ENSEMBLE
 from forecast.publishing import Published, flatten, keep_unpublished_run, publish
 from forecast.stale_runs import claim_run
 from forecast.tracking.http import check_server, is_outage
@@ -50,6 +53,7 @@ from forecast.tracking.pyfunc import serving_exports
 from forecast.tracking.store import tracking_uri
 from forecast.trials import trial_from_config
 from forecast.tuning import STATE_TAG, OptunaPruning, parent_run, trial_tags
+from forecast.warm_start import Parent, check_compatible, check_covariates, load_member, resolve_parent
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +117,18 @@ class FitResult:
 
 
 def fit(
-    cfg: DictConfig, on_run: Callable[[str], None] | None = None, frame: pd.DataFrame | None = None
+    cfg: DictConfig,
+    on_run: Callable[[str], None] | None = None,
+    frame: pd.DataFrame | None = None,
+    init: Forecaster | None = None,
 ) -> FitResult:
     """Fit, restore the best checkpoint, score the test split (when there is one).
 
     `on_run` is told the MLflow run id as soon as the run exists, so a caller can mark the
     run FAILED when anything later goes wrong. `frame`: the table in memory (the Python API),
-    instead of `data.path` / `data.dataset`.
+    instead of `data.path` / `data.dataset`. `init`: a model in memory to start from, instead of
+    `init_from` (a warm start, `forecast.warm_start`). `ensemble.members` > 1 trains that many
+    members (seeds `seed`, `seed + 1`, ...), each in a child run, and packages them as one net.
     """
     quiet()
     # A resume reads its checkpoint safely (weights only) before anything else and restores
@@ -128,8 +137,14 @@ def fit(
     # Bad interval settings fail now, not after the training.
     check_levels(cfg.get("intervals"))
     check_scale(cfg.get("interval_scale", "window"))
+    members, combine = ensemble_options(cfg)
     if cfg.get("tune_lr") and not resume:
         check_tune_lr(cfg.trainer)
+    if members > 1 and (resume or cfg.get("tune_lr")):
+        raise ConfigError(
+            f"ensemble.members={members} trains {members} models in turn: resume and tune_lr work on one "
+            "(set ensemble.members=1, or resume=null tune_lr=false)"
+        )
     saved = load_checkpoint(resume) if resume else {}
     overrides = task_overrides()
     if resume:
@@ -137,6 +152,11 @@ def fit(
         overrides = list(saved.get(OVERRIDES_KEY) or overrides)
     resumed_run_id: str | None = saved.get(RUN_ID_KEY)
     del saved  # only the metadata is needed here; Lightning reads the weights itself
+    # A resumed fine-tune continues from its own checkpoint, not from its parent again.
+    source = init if init is not None else cfg.get("init_from")
+    parent = resolve_parent(source, cfg.paths.root_dir) if source is not None and not resume else None
+    if parent is not None:
+        members = _members_from_parent(parent, members, cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -144,20 +164,29 @@ def fit(
     dm: SeriesDataModule = (
         instantiate(cfg.data) if frame is None else instantiate(cfg.data, _partial_=True)(frame=frame)
     )
+    if parent is not None:
+        check_covariates(parent, dm.covariate_config)
+        dm.fitted_covariates = parent.encoder
     if cfg.get("logger") and not cfg.logger.get("offline"):
         # A tracking server that is down fails the start in seconds, before the data is read.
         check_server(tracking_uri(cfg.paths.root_dir), cfg.logger.get("request_timeout", 30))
     # Validate the data before any MLflow run exists: bad data leaves no run behind.
     dm.setup("fit")
-    module: ForecastModule = instantiate(cfg.model, **dm.model_sizes())  # covariate widths, series
-    callbacks: list[Callback] = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb]
+    sizes = dm.model_sizes()  # covariate widths, series
+    module: ForecastModule = instantiate(cfg.model, **sizes)
+    if members > 1:  # a head that cannot be combined fails now, not after K trainings
+        check_members([module.net_params], combine)
+    if parent is not None:
+        check_compatible(parent, module.net_params, dm.scaler_kind)
+        load_member(module.net, parent, 0)
     trial = trial_from_config(cfg)
 
     logger = False
+    name = None
     if cfg.get("logger"):
-        tags: dict[str, str] = {}
+        tags: dict[str, str] = lineage_tags(parent) if parent is not None else {}
         if trial is not None and rank_zero_only.rank == 0:
-            tags = trial_tags(trial, parent_run(trial, cfg.logger.experiment_name, cfg.paths.root_dir))
+            tags.update(trial_tags(trial, parent_run(trial, cfg.logger.experiment_name, cfg.paths.root_dir)))
         run_id = resumed_run_id
         name = cfg.logger.get("run_name") or (None if run_id else run_name(cfg, trial))
         logger = instantiate(cfg.logger, run_id=run_id, tags=tags, run_name=name)
@@ -169,15 +198,12 @@ def fit(
             if run_id is None:  # a resumed run already holds its params; MLflow forbids changes
                 logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
     own_run = logger.run_id if logger and rank_zero_only.rank == 0 else None
-    callbacks.append(CheckpointMetadata(config_yaml(cfg), overrides, own_run))
     pruning = OptunaPruning(trial, cfg.optimized_metric) if trial is not None else None
-    if pruning is not None:
-        callbacks.append(pruning)
-    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and on_terminal()
-    if not bar:
-        callbacks.append(EpochLine())  # a scheduler's log gets one line per epoch instead
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=bar)
+    if members > 1:
+        return _fit_ensemble(cfg, dm, module, logger, name, parent, members, combine, pruning)
 
+    callbacks = _callbacks(cfg, overrides, own_run, pruning)
+    trainer: L.Trainer = _trainer(cfg, callbacks, logger)
     if cfg.get("tune_lr"):
         find_lr(trainer, module, dm, resumed=bool(resume))
     with hydra_job_argv([f"resume={resume}"] if resume else None):
@@ -202,11 +228,174 @@ def fit(
         value = float(checkpoint.best_model_score)
     if value is not None and not np.isfinite(value):
         log.warning("optimized metric %s is %s", target, value)
+    metrics["train/steps"] = float(trainer.global_step)
+    if logger and rank_zero_only.rank == 0 and parent is not None:
+        logger.log_metrics({"train/steps": float(trainer.global_step)})
     run_id = getattr(logger, "run_id", None) if logger and rank_zero_only.rank == 0 else None
     pruned = bool(pruning and pruning.pruned)
     if isinstance(logger, ResilientMLFlowLogger) and not pruned and logger.settle():
         raise _keep_unpublished(cfg, logger, module, dm, metrics)
     return FitResult(module, dm, trainer, metrics, value, run_id, pruned, config=cfg)
+
+
+def ensemble_options(cfg: DictConfig) -> tuple[int, str]:
+    """`ensemble.members` and `ensemble.combine`, checked (1 and median when the job has none)."""
+    members = require_int("ensemble.members", OmegaConf.select(cfg, "ensemble.members", default=1) or 1)
+    combine = str(OmegaConf.select(cfg, "ensemble.combine", default="median") or "median")
+    if combine not in COMBINE:
+        raise ConfigError(f"ensemble.combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+    return members, combine
+
+
+def _members_from_parent(parent: Parent, members: int, cfg: DictConfig) -> int:
+    """A warm start from an ensemble of K refits each of its K members (unless told otherwise);
+    from one model, `ensemble.members` members all start from its weights."""
+    theirs = len(parent.members)
+    if theirs == 1 or members == theirs:
+        return members
+    if OmegaConf.select(cfg, "ensemble.members", default=None) in (None, 1):
+        log.info("init_from is an ensemble of %d members: fine-tuning each of them", theirs)
+        return theirs
+    raise ConfigError(
+        f"init_from={parent.source} is an ensemble of {theirs} members, the job asks for ensemble.members="
+        f"{members}: set ensemble.members={theirs} (each member refit) or 1"
+    )
+
+
+def lineage_tags(parent: Parent) -> dict[str, str]:
+    """The child run's tags naming its parent model (`parent.*`)."""
+    tags = {"init_from": parent.source}
+    tags.update({f"parent.{k}": v for k, v in parent.lineage.items()})
+    return tags
+
+
+def _callbacks(
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    run_id: str | None,
+    pruning: Callback | None,
+    member: int | None = None,
+) -> list[Callback]:
+    """The job's callbacks, the checkpoint metadata, pruning and the epoch line; a member of an
+    ensemble keeps its checkpoints in a folder of its own (`member<i>` below the job's)."""
+    callbacks: list[Callback] = []
+    for cb in (cfg.get("callbacks") or {}).values():
+        if not cb:
+            continue
+        if (
+            member is not None
+            and str(cb.get("_target_", "")).endswith("ModelCheckpoint")
+            and cb.get("dirpath")
+        ):
+            callbacks.append(instantiate(cb, dirpath=f"{cb.dirpath}/member{member}"))
+        else:
+            callbacks.append(instantiate(cb))
+    callbacks.append(CheckpointMetadata(config_yaml(cfg), overrides, run_id))
+    if pruning is not None:
+        callbacks.append(pruning)
+    if not _progress_bar(cfg):
+        callbacks.append(EpochLine())  # a scheduler's log gets one line per epoch instead
+    return callbacks
+
+
+def _progress_bar(cfg: DictConfig) -> bool:
+    return bool(cfg.trainer.get("enable_progress_bar", True)) and on_terminal()
+
+
+def _trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.Trainer:
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=_progress_bar(cfg)
+    )
+
+
+def _fit_ensemble(
+    cfg: DictConfig,
+    dm: SeriesDataModule,
+    first: ForecastModule,
+    logger: Any,
+    name: str | None,
+    parent: Parent | None,
+    members: int,
+    combine: str,
+    pruning: Callback | None,
+) -> FitResult:
+    """Train `members` nets on the same data with seeds `seed + i` (member 0 is the single model
+    of the same config), each logged to a child run of the job's run, restore each one's best
+    checkpoint, then score their combination (`forecast.models.ensemble`) on validation and test
+    under the job's run: the figures of the model that is published."""
+    seed = cfg.get("seed")
+    nets, params, summary_metrics, steps = [], [], {}, 0
+    parent_id = logger.run_id if logger and rank_zero_only.rank == 0 else None
+    for i in range(members):
+        member_seed = None if seed is None else int(seed) + i
+        if i:
+            if member_seed is not None:
+                L.seed_everything(member_seed, workers=True)
+            module = instantiate(cfg.model, **dm.model_sizes())
+            if parent is not None:
+                load_member(module.net, parent, i)
+        else:
+            module = first
+        child = False
+        if logger:
+            tags = {"ensemble.member": str(i), "ensemble.seed": str(member_seed)}
+            if parent_id:
+                tags["mlflow.parentRunId"] = parent_id
+            child = instantiate(
+                cfg.logger, run_id=None, tags=tags, run_name=f"{name or 'ensemble'}-member{i}"
+            )
+            if rank_zero_only.rank == 0:
+                child.log_hyperparams(
+                    flatten({**OmegaConf.to_container(cfg, resolve=True), "seed": member_seed})
+                )
+        callbacks = _callbacks(cfg, [], getattr(child, "run_id", None), pruning if i == 0 else None, member=i)
+        trainer = _trainer(cfg, callbacks, child)
+        log.info("ensemble member %d of %d (seed %s)", i + 1, members, member_seed)
+        trainer.fit(module, datamodule=dm, weights_only=True)
+        if pruning is not None and getattr(pruning, "pruned", False):
+            return FitResult(module, dm, trainer, {}, None, parent_id, True, config=cfg)
+        checkpoint = _checkpoint_callback(trainer)
+        if checkpoint is not None and checkpoint.best_model_path:
+            module.load_state_dict(load_checkpoint(checkpoint.best_model_path)["state_dict"])
+        score = checkpoint.best_model_score if checkpoint is not None else None
+        target = cfg.get("optimized_metric") or "val/loss"
+        value = (
+            float(score) if score is not None else float(trainer.callback_metrics.get(target, float("nan")))
+        )
+        summary_metrics[f"member{i}/{target.replace('/', '_')}"] = value
+        steps += trainer.global_step
+        if isinstance(child, ResilientMLFlowLogger) and child.settle():
+            log.warning("member %d's training curves were not all logged: %s", i, child.failure)
+        nets.append(module.net)
+        params.append(dict(module.net_params))
+    ensemble = instantiate(cfg.model, **dm.model_sizes())
+    ensemble.net_params = ensemble_params(params, first.net_kind, combine)
+    ensemble.net = EnsembleNet(nets=nets, **ensemble.net_params)
+    ensemble.net_kind = ENSEMBLE
+    # The combination is scored under the job's run, as a single model's best checkpoint is.
+    trainer = _trainer(cfg, [], logger)
+    trainer.validate(ensemble, datamodule=dm, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if dm.test_size:
+        trainer.test(ensemble, datamodule=dm, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    metrics.update(summary_metrics)
+    metrics["train/steps"] = float(steps)
+    if logger and rank_zero_only.rank == 0:
+        logger.log_metrics({**summary_metrics, "train/steps": float(steps)})
+    target = cfg.get("optimized_metric")
+    value = metrics.get(target) if target else None
+    log.info(
+        "ensemble of %d (%s): %s %.4g; members %s",
+        members,
+        combine,
+        target,
+        value if value is not None else float("nan"),
+        ", ".join(f"{v:.4g}" for v in summary_metrics.values()),
+    )
+    if isinstance(logger, ResilientMLFlowLogger) and logger.settle():
+        raise _keep_unpublished(cfg, logger, ensemble, dm, metrics)
+    return FitResult(ensemble, dm, trainer, metrics, value, parent_id, False, config=cfg)
 
 
 def _keep_unpublished(
@@ -287,23 +476,46 @@ def train(cfg: DictConfig) -> float | None:
     model is neither logged nor registered; any failure after the run started marks it FAILED
     with the error text as the `error` tag.
     """
-    return run(cfg).fit.value
+    return run(finetune_defaults(cfg, task_overrides())).fit.value
 
 
-def run(cfg: DictConfig, frame: pd.DataFrame | None = None) -> Trained:
+def finetune_defaults(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A warm start from the command line registers its model as `candidate` of the parent's
+    registered name unless the command says otherwise: the promotion gate then decides."""
+    if not cfg.get("init_from") or cfg.get("resume"):
+        return cfg
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        if "register" not in given:
+            cfg.register = True
+        if "registry.alias" not in given:
+            cfg.registry.alias = "candidate"
+        named = _REGISTERED.match(str(cfg.init_from))
+        if named and "registry.name" not in given:
+            cfg.registry.name = named["name"]
+    return cfg
+
+
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)[/@]")
+
+
+def run(cfg: DictConfig, frame: pd.DataFrame | None = None, init: Forecaster | None = None) -> Trained:
     """`train` for callers that want the model too (the Python API, `forecast.api`): the same
-    job, on `data` or on a table in memory (`frame`)."""
+    job, on `data` or on a table in memory (`frame`), warm-started from `init` when given."""
     guard = _RunGuard()
     try:
-        return _train(cfg, guard, frame)
+        return _train(cfg, guard, frame, init)
     except BaseException as err:
         if not (type(err).__name__ == "TrialPruned"):
             guard.fail(err)
         raise
 
 
-def _train(cfg: DictConfig, guard: _RunGuard, frame: pd.DataFrame | None = None) -> Trained:
-    result = fit(cfg, on_run=guard.started, frame=frame)
+def _train(
+    cfg: DictConfig, guard: _RunGuard, frame: pd.DataFrame | None = None, init: Forecaster | None = None
+) -> Trained:
+    result = fit(cfg, on_run=guard.started, frame=frame, init=init)
     cfg = result.config or cfg  # a resume ran with the run's own config
     if result.pruned:
         if result.run_id:

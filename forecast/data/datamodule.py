@@ -97,6 +97,9 @@ class SeriesDataModule(L.LightningDataModule):
         )
         # fitted on the training rows in setup(); None when no covariate is declared
         self.covariates: CovariateEncoder | None = None
+        # an encoder to use instead of fitting one (a warm start keeps its parent's vocabularies,
+        # so the net's embeddings keep their sizes and meaning): set before setup()
+        self.fitted_covariates: CovariateEncoder | None = None
         self.freq = freq
         self.input_size = input_size
         self.horizon = horizon
@@ -252,7 +255,9 @@ class SeriesDataModule(L.LightningDataModule):
         within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], n)  # each row's step in its series
         train_rows = within < np.repeat(val_start, n)
         c, static_table = self.columns, self._static_table
-        self.covariates = CovariateEncoder.fit(frame, cov, train_rows, static_table, id_col=c.id_col)
+        self.covariates = self.fitted_covariates or CovariateEncoder.fit(
+            frame, cov, train_rows, static_table, id_col=c.id_col
+        )
         encoded = self.covariates.encode_rows(frame, c.time_col, self.data_freq)
         static_source = frame if static_table is None else static_table
         encoded.update(self.covariates.encode_static(static_source, self.ids, c.id_col))

@@ -1,0 +1,119 @@
+"""K trained nets as one net: every runtime that runs a net forecasts their combination.
+
+The members' outputs (point forecasts or monotone quantile columns, on the scaled values) are
+combined element-wise: the median over members (default, robust to one bad seed) or the mean.
+Both keep quantile columns monotone: each is an order statistic or an average of columns that
+are each sorted. The ensemble is an `nn.Module` with one forward, so the Forecaster, the pyfunc,
+the ONNX copy, the engines and the backtest need nothing of their own for it.
+
+A distribution head is not combined here: its outputs are parameters, and the median of
+parameters is not the median of the members' distributions (`check_members` refuses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from forecast.errors import ConfigError
+from forecast.models.inputs import as_batch, input_keys
+
+COMBINE = ("median", "mean")
+# What every member must share: the batch it reads and the columns it writes.
+SHARED = ("input_size", "horizon", "output", "n_outputs")
+
+
+def combine_outputs(stacked: torch.Tensor, combine: str) -> torch.Tensor:
+    """(K, B, H, Q) member outputs -> (B, H, Q). The median is the lower middle value for an even
+    K written as sort + index, which every ONNX opset exports (torch.median's dim form is not
+    exported by the TorchScript exporter); for K = 2 it averages the two."""
+    if combine == "mean" or stacked.shape[0] == 2:
+        return stacked.mean(dim=0)
+    k = stacked.shape[0]
+    ordered = torch.sort(stacked, dim=0).values
+    if k % 2:
+        return ordered[k // 2]
+    return 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
+
+
+def check_members(members: Sequence[Mapping[str, Any]], combine: str) -> None:
+    """One-line errors for members that cannot be one net: an unknown rule, a distribution
+    head, or members that read or write different things."""
+    if combine not in COMBINE:
+        raise ConfigError(f"ensemble.combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+    if not members:
+        raise ConfigError("an ensemble needs at least one member")
+    first = members[0]
+    if first.get("output") not in ("point", "quantiles"):
+        raise ConfigError(
+            f"an ensemble combines point or quantile forecasts; a {first.get('output')} head outputs "
+            "distribution parameters: use loss=quantile (or a point loss) for ensemble.members > 1"
+        )
+    for i, params in enumerate(members[1:], start=1):
+        differs = [
+            f"{k} {params.get(k)!r} != {first.get(k)!r}" for k in SHARED if params.get(k) != first.get(k)
+        ]
+        if input_keys(params) != input_keys(first):
+            differs.append(f"inputs {input_keys(params)} != {input_keys(first)}")
+        if differs:
+            raise ConfigError(f"ensemble member {i} does not match member 0: {'; '.join(differs)}")
+
+
+def ensemble_params(
+    members: Sequence[Mapping[str, Any]], member_net: str = "recurrent", combine: str = "median"
+) -> dict[str, Any]:
+    """The ensemble's saved constructor values: the members' own, and beside them the keys the
+    runtimes read of any net (sizes, inputs, output kind), taken from member 0."""
+    check_members(members, combine)
+    shared = {k: v for k, v in members[0].items() if k in (*SHARED, "cycle_len", "n_series", "covariates")}
+    return {**shared, "members": [dict(m) for m in members], "member_net": member_net, "combine": combine}
+
+
+class EnsembleNet(nn.Module):
+    """The combination (`combine_outputs`) of member nets that read the same batch."""
+
+    def __init__(
+        self,
+        members: Sequence[Mapping[str, Any]],
+        member_net: str = "recurrent",
+        combine: str = "median",
+        nets: Sequence[nn.Module] | None = None,
+        **shared: Any,
+    ) -> None:
+        """`members`: each member's constructor values; `nets`: the member nets, built from them
+        (`forecast.models.registry.build_net` does that for a saved ensemble); `shared`: the
+        runtimes' copy of member 0's sizes."""
+        super().__init__()
+        check_members(members, combine)
+        if nets is None or len(nets) != len(members):
+            raise ConfigError(f"an ensemble of {len(members)} members needs as many nets")
+        self.combine = combine
+        self.members = nn.ModuleList(nets)
+
+    def forward(
+        self,
+        batch: Mapping[str, torch.Tensor] | torch.Tensor,
+        x_mask: torch.Tensor | None = None,
+        step: torch.Tensor | None = None,
+        series: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """A batch -> (B, H, n_outputs): the members' outputs combined."""
+        batch = as_batch(batch, x_mask, step, series)
+        return combine_outputs(torch.stack([m(batch) for m in self.members]), self.combine)
+
+    @property
+    def n_segments(self) -> int:
+        """Recurrent steps per window (`forecast.inference.max_batch` sizes batches by them)."""
+        return max(getattr(m, "n_segments", 1) for m in self.members)
+
+    @property
+    def hidden_size(self) -> int:
+        """K members hold K times one member's gate buffers at once: sized as one wider net."""
+        return sum(getattr(m, "hidden_size", 128) for m in self.members)
+
+    @property
+    def has_attention(self) -> bool:
+        return False  # attention plots show one net's weights; an ensemble has K of them
