@@ -88,3 +88,66 @@ def calibrate_on(forecaster: Forecaster, dataset: Any, levels: Sequence[int], sc
     scores = window_residuals(forecaster, dataset, 4096, scale)
     forecaster.intervals = calibrate(scores, levels, "validation", scale)
     log.info("ensemble intervals %s%% calibrated on %d validation windows", list(levels), len(scores))
+
+
+def data_module_of(forecaster: Forecaster) -> Any:
+    """The data module a model was trained with, set up again from its saved options (its
+    training data must still be where it was read from)."""
+    from forecast.data.datamodule import SeriesDataModule
+
+    config = forecaster.settings.config
+    if not config:
+        raise ConfigError("the model does not record the options it was trained with (saved before format 2)")
+    dm = SeriesDataModule(**config["data"])
+    dm.setup("fit")
+    return dm
+
+
+def validation_scores(forecaster: Forecaster, dm: Any) -> dict[str, float]:
+    """The model's validation metrics (`val/*`), computed as training computes a checkpoint's."""
+    import lightning as L
+
+    from forecast.models.module import ForecastModule
+
+    config = forecaster.settings.config or {}
+    model = {k: v for k, v in (config.get("model") or {}).items() if k not in ("input_size", "horizon")}
+    module = ForecastModule(dm.input_size, dm.horizon, **model, **dm.model_sizes())
+    module.net = forecaster.net
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.validate(module, datamodule=dm, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+
+def ensemble_of_models(
+    model_uris: Sequence[str],
+    combine: str = "median",
+    intervals: Sequence[int] = (),
+    interval_scale: str = "window",
+) -> tuple[Forecaster, dict[str, float], Any]:
+    """Load logged or registered models, combine them, calibrate the ensemble's intervals on its
+    own validation residuals and score it there: (ensemble, val metrics, data module)."""
+    from forecast.tracking.resolve import load_registered
+
+    forecasters = [load_registered(uri)[0] for uri in model_uris]
+    ensemble = combine_forecasters(forecasters, combine)
+    dm = data_module_of(forecasters[0])
+    calibrate_on(ensemble, dm.datasets["val"], intervals, interval_scale)
+    return ensemble, validation_scores(ensemble, dm), dm
+
+
+def input_example(dm: Any, n: int = 2) -> Any:
+    """A logged model's input example: the input window of the first `n` series (and their
+    future rows, for future-known covariates)."""
+    ids = dm.ids[:n]
+    future = dm.covariates is not None and dm.covariates.needs_future
+    history = dm.history("val", ids=ids, future=dm.covariates is not None)
+    rows = dm.input_size + (dm.horizon if future else 0)
+    c = dm.columns
+    example = history.groupby(c.id_col, sort=False).tail(rows)
+    return example.astype({c.target_col: "float64"}).reset_index(drop=True)

@@ -153,12 +153,82 @@ class MLflowSweepCallback(HydraCallback):
         client.set_tag(parent, "best_run_id", best_run.info.run_id)
         # Ends the block the sweeper printed (best trial, value, params, results file).
         print(f"  MLflow run: {best_run.info.run_id} (tagged best=true; parent run {parent})", flush=True)
-        if str(config.get("register")) == "best":
+        mode = str(config.get("register"))
+        if mode == "best":
             model_uri = best_run.data.tags.get("model_uri")
             if not model_uri:
                 log.warning("best run %s logged no model; nothing registered", best_run.info.run_id)
                 return
             register(model_uri, config.registry.name, self.alias, tags={"run_id": best_run.info.run_id})
+        elif mode.startswith("best:"):
+            k = best_k(mode)
+            ranked = sorted(completed, key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
+            runs = {run.data.tags.get(TRIAL_TAG): run for run in children}
+            chosen = [(t.value, runs[str(t.number)]) for t in ranked if runs.get(str(t.number)) is not None]
+            chosen = [(value, run) for value, run in chosen if run.data.tags.get("model_uri")][:k]
+            if len(chosen) < k:
+                log.warning(
+                    "register=%s: only %d completed trials logged a model; combining those", mode, len(chosen)
+                )
+            self._register_ensemble(config, experiment_id, parent, chosen)
+
+    def _register_ensemble(self, config: DictConfig, experiment_id: str, parent: str, chosen: list) -> None:
+        """The K best trials (their values and runs) as one ensemble model: logged to a child run
+        of the sweep (each member's trial, run and validation figure beside the ensemble's own)
+        and registered."""
+        import mlflow
+
+        from forecast.ensembles import ensemble_of_models, input_example
+        from forecast.tracking.pyfunc import log_forecaster
+
+        metric = str(config.get("optimized_metric") or "val/loss")
+        runs = [run for _, run in chosen]
+        ensemble, scores, dm = ensemble_of_models(
+            [run.data.tags["model_uri"] for run in runs],
+            str(OmegaConf.select(config, "ensemble.combine", default="median") or "median"),
+            list(config.get("intervals") or []),
+            str(config.get("interval_scale", "window")),
+        )
+        trials = ",".join(run.data.tags.get(TRIAL_TAG, "?") for run in runs)
+        tags = {
+            "mlflow.parentRunId": parent,
+            "ensemble.trials": trials,
+            "ensemble.member_runs": ",".join(run.info.run_id for run in runs),
+        }
+        name = f"ensemble of {len(runs)} best trials"
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+            mlflow.log_params({"ensemble.members": len(runs), "ensemble.combine": ensemble.net.combine})
+            members = {
+                f"member{i}/{metric.replace('/', '_')}": float(value) for i, (value, _) in enumerate(chosen)
+            }
+            mlflow.log_metrics({**scores, **members})
+            info = log_forecaster(ensemble, input_example(dm))
+            mlflow.set_tag("model_uri", info.model_uri)
+        version = register(
+            info.model_uri,
+            config.registry.name,
+            self.alias,
+            tags={"run_id": run.info.run_id, "ensemble.trials": trials},
+        )
+        print(
+            f"  ensemble of trials {trials}: {metric} {scores.get(metric, float('nan')):.4g} "
+            f"(members {', '.join(f'{v:.4g}' for v in members.values())}); registered "
+            f"models:/{config.registry.name}@{self.alias} = version {version.version}",
+            flush=True,
+        )
+
+
+def best_k(mode: str) -> int:
+    """K of `register=best:K`, a positive integer, else a one-line error."""
+    from forecast.errors import ConfigError
+
+    try:
+        k = int(mode.split(":", 1)[1])
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ConfigError(f"register={mode}: give best:K with K a positive number of trials (e.g. best:3)")
+    return k
 
 
 def _root_dir(config: DictConfig) -> str:

@@ -112,12 +112,26 @@ def test_sweep_tracks_trials_under_one_parent_and_resumes(work, monkeypatch, cap
     candidate = MlflowClient().get_model_version_by_alias("forecast-lstm", "candidate")
     assert candidate.run_id == best.iloc[0].run_id
 
-    _sweep([*base, "hydra.sweeper.n_trials=4"], path, monkeypatch, capsys)
+    _sweep([*base, "hydra.sweeper.n_trials=4", "register=best:2"], path, monkeypatch, capsys)
     study = optuna.load_study(study_name="lstm_optuna", storage=f"sqlite:///{path / 'optuna.db'}")
     assert len(study.trials) == 4, "re-running adds trials to the study instead of restarting it"
     runs = _runs()
     assert len(runs[runs["tags.forecast.sweep"] == "lstm_optuna"]) == 1
     assert len(runs[runs["tags.optuna.study"] == "lstm_optuna"]) == 4
+
+    # register=best:2: the two best trials by validation, as one registered ensemble model.
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    two_best = sorted(completed, key=lambda t: t.value)[:2]
+    candidate = MlflowClient().get_model_version_by_alias("forecast-lstm", "candidate")
+    assert candidate.tags["ensemble.trials"] == ",".join(str(t.number) for t in two_best)
+    run = MlflowClient().get_run(candidate.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parents.run_id.iloc[0]
+    assert run.data.metrics["member0/val_loss"] == pytest.approx(two_best[0].value, rel=1e-5)
+    assert run.data.metrics["member1/val_loss"] == pytest.approx(two_best[1].value, rel=1e-5)
+    assert np.isfinite(run.data.metrics["val/loss"])
+    forecaster, _ = load_registered("models:/forecast-lstm@candidate")
+    assert forecaster.settings.net == "ensemble" and len(forecaster.net.members) == 2
+    assert forecaster.intervals is not None  # calibrated on the ensemble's own validation residuals
 
 
 def test_two_workers_share_one_study(work):
