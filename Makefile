@@ -17,7 +17,7 @@ TEST_WORKERS ?= -n 2 --dist loadfile
 SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast demo demo-covariates forecast backtest promote serve ui bench-quick wheel clean
+.PHONY: help install lint format test test-fast demo demo-covariates forecast backtest promote nightly serve ui bench-quick wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,13 @@ backtest: $(STAMP) ## backtest the demo model (@champion) on the embedded data, 
 
 promote: $(STAMP) ## promotion gate: the demo model @candidate against @champion (exit 3: champion kept)
 	$(PY) pipelines/promote.py name=$(MODEL_NAME) input=$(DEMO_DATA)
+
+nightly: $(STAMP) ## the nightly loop once on the bundled data: fine-tune @champion (-> @candidate), gate, forecast
+	@$(PY) -c "import mlflow; from forecast.tracking.store import use_store; use_store('.'); \
+		mlflow.MlflowClient().get_model_version_by_alias('$(MODEL_NAME)', 'champion')" >/dev/null 2>&1 \
+		|| { echo "no $(MODEL_NAME)@champion yet: training one (as make demo does)"; \
+		     $(PY) pipelines/train.py register=true registry.name=$(MODEL_NAME); }
+	MODEL=$(MODEL_NAME) DATA=$(DEMO_DATA) OUT=$(DEMO_DIR) AS_OF=$(AS_OF) PY=$(PY) bash pipelines/nightly.sh
 
 # MLflow starts `uvicorn` by name, so the venv's bin goes on PATH; the store is MLFLOW_TRACKING_URI when set.
 serve: $(STAMP) ## MLflow's scoring server for the champion model on http://127.0.0.1:5001 (SERVE_PORT)

@@ -196,6 +196,7 @@ def train(overrides: Sequence[str], seed: int, last_checkpoint: bool = False) ->
     """
     import torch
 
+    from forecast.short_history import calibrate_short_history
     from forecast.training import build_forecaster, fit
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -213,6 +214,7 @@ def train(overrides: Sequence[str], seed: int, last_checkpoint: bool = False) ->
             which = "last"
         seconds = time.perf_counter() - start
         forecaster = build_forecaster(result.module, result.datamodule)
+        calibrate_short_history(forecaster, result.datamodule)  # as the saved model is (package)
     return Trained(
         forecaster,
         seconds,

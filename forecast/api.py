@@ -21,8 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from forecast.config import JOB_KEYS, DataConfig, ModelConfig, SavedConfig, TrainConfig
+from forecast.config import DataConfig, ModelConfig, TrainConfig
 from forecast.errors import ConfigError
+from forecast.jobs import job_config
+from forecast.jobs import saved_options as _options  # re-exported: both moved to forecast.jobs
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +139,37 @@ class Model:
         n_windows: int = 3,
         step: int | None = None,
         season_length: int | None = None,
+        refit: str | int | None = None,
+        refit_mode: str = "warm",
+        refit_steps: int | None = None,
     ) -> pd.DataFrame:
         """Rolling-origin forecasts at the last `n_windows` origins `step` apart (default: the
         horizon), beside the actuals (`y`) and the cutoff, as the backtest pipeline writes them.
         The scores (MAE, sMAPE, MASE, ... and the seasonal-naive baseline's) are in
-        `cv_metrics_`. The model is not refit at each origin."""
-        from forecast.backtest import backtest_frame
+        `cv_metrics_`.
+
+        `refit=None` (or `"none"`): the fitted model forecasts every window as it is.
+        `refit="every:N"` (or N): the model is trained again every N windows, each time on the
+        data before the first of its windows' cutoffs only, with its own options, in this
+        process (docs/evaluation.md, "Backtests that refit"); the table gains a `refit` column
+        and `cv_refits_` lists each refit (origin, series, steps, seconds, best validation
+        score). `refit_mode`: `warm` (from the previous refit, the first from this model) or
+        `scratch` (fresh seeded weights); `refit_steps`: optimizer steps per refit at most
+        (default 200, `forecast.backtest.REFIT_STEPS`)."""
+        from forecast.backtest import backtest_frame, refit_plan
         from forecast.data.calendar import season_length_for
 
+        plan = refit_plan(refit, refit_mode, refit_steps)
         forecaster = self._fitted()
         m = season_length or self.data.season_length or season_length_for(forecaster.settings.freq)
-        result = backtest_frame(forecaster, self._table(df), n_windows, step, m)
+        if plan is None:
+            result = backtest_frame(forecaster, self._table(df), n_windows, step, m)
+        else:
+            from forecast.refit import refit_backtest
+
+            result = refit_backtest(forecaster, self._table(df), n_windows, step, m, plan=plan)
         self.cv_metrics_ = result.metrics
+        self.cv_refits_ = list(result.info.get("refits", []))
         return result.table
 
     # -- files and MLflow --------------------------------------------------------------------
@@ -197,86 +218,3 @@ class Model:
 
             return read_table(self._source)
         raise ConfigError("give the history to forecast from: predict(df) (a loaded model keeps no data)")
-
-
-def _options(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved model's options as `Model` keywords (the data's path is not carried over)."""
-    config = SavedConfig(**saved)
-    data = {k: v for k, v in config.data.items() if k not in ("path", "dataset")}
-    model = {k: v for k, v in config.model.items() if k not in ("input_size", "horizon")}
-    return {
-        "data": DataConfig.parse(data),
-        "model": ModelConfig.parse(model),
-        "train": TrainConfig.parse(config.train),
-    }
-
-
-def job_config(
-    data: DataConfig,
-    model: ModelConfig,
-    train: TrainConfig,
-    out: Path,
-    root_dir: str | Path = ".",
-    experiment: str | None = None,
-    register: str | None = None,
-    alias: str = "candidate",
-) -> Any:
-    """The training job's config, as `pipelines/train.py` composes it from conf/ with these
-    options (`tests/test_api.py` checks the two agree): the one config `forecast.training` reads."""
-    from omegaconf import OmegaConf
-
-    checkpoint = {
-        "_target_": "lightning.pytorch.callbacks.ModelCheckpoint",
-        "dirpath": str(out / "checkpoints"),
-        "filename": "epoch_{epoch:03d}",
-        "auto_insert_metric_name": False,
-        "monitor": train.optimized_metric,
-        "mode": "min",
-        "save_last": False,
-    }
-    stopping = {
-        "_target_": "lightning.pytorch.callbacks.EarlyStopping",
-        "monitor": train.optimized_metric,
-        "mode": "min",
-    }
-    logger = None
-    if experiment:
-        logger = {
-            "_target_": "forecast.tracking.store.mlflow_logger",
-            "experiment_name": experiment,
-            "root_dir": str(root_dir),
-            "run_name": None,
-            "run_id": None,
-            "offline": False,
-            "request_timeout": 30,
-            "request_retries": 1,
-        }
-    cfg = OmegaConf.create(
-        {
-            "task_name": "api",
-            "resume": None,
-            "init_from": None,
-            "tune_lr": False,
-            "register": bool(register),
-            "registry": {"name": register or "", "alias": alias},
-            "data": {"_target_": DataConfig._target_, **data.to_dict()},
-            "model": {
-                "_target_": ModelConfig._target_,
-                **model.to_dict(),
-                "input_size": data.input_size,
-                "horizon": data.horizon,
-            },
-            "trainer": {
-                "_target_": "lightning.pytorch.Trainer",
-                "default_root_dir": str(out),
-                "log_every_n_steps": 20,
-                "enable_model_summary": False,
-            },
-            "callbacks": {"model_checkpoint": checkpoint, "early_stopping": stopping},
-            "logger": logger,
-            "paths": {"root_dir": str(root_dir), "log_dir": str(out / "logs"), "output_dir": str(out)},
-        }
-    )
-    for key, path in JOB_KEYS.items():  # the training options, where the command line has them
-        OmegaConf.update(cfg, path, getattr(train, key), force_add=True)
-    return cfg

@@ -1,5 +1,10 @@
 """The backtest pipeline's job: resolve a saved model, backtest it on a table
-(`forecast.backtest`), write the table and log one MLflow run (metrics, table, error plot)."""
+(`forecast.backtest`), write the table and log one MLflow run (metrics, table, error plot).
+
+A backtest that refits trains models, and this module sits below the training job (the promotion
+gate uses its helpers): the refits come in as a `Refitter`, `forecast.refit.refit_backtest`,
+which the pipeline and the Python API pass.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,19 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
-from forecast.backtest import BacktestResult, backtest_frame, check_refit
+from forecast.backtest import (
+    REFIT_STEPS,
+    BacktestResult,
+    RefitPlan,
+    RefitStats,
+    backtest_frame,
+    refit_plan,
+)
 from forecast.data.io import read_table, write_parquet_atomic
 from forecast.errors import ConfigError, require_int
 from forecast.forecaster import Forecaster, Runtime
@@ -22,6 +36,22 @@ from forecast.intervals import check_levels
 log = logging.getLogger("forecast.backtest")
 
 CONFIG_FILE = "config.yaml"  # the training config logged beside the model's files
+
+
+class Refitter(Protocol):
+    """Trains a backtest's refits and scores their windows (`forecast.refit.refit_backtest`)."""
+
+    def __call__(
+        self,
+        forecaster: Forecaster,
+        history: pd.DataFrame,
+        n_windows: int,
+        step: int | None,
+        season_length: int,
+        batch_size: int,
+        calibrate_levels: Sequence[int],
+        plan: RefitPlan,
+    ) -> BacktestResult: ...
 
 
 def model_season_length(folder: str | Path) -> int | None:
@@ -128,6 +158,9 @@ def log_result(
             (folder / "forecasts.parquet").symlink_to(Path(table_file).resolve())
         result.by_window.to_csv(folder / "by_window.csv", index=False)
         result.by_step.to_csv(folder / "by_step.csv", index=False)
+        refits = result.info.get("refits")
+        if refits:
+            pd.DataFrame([vars(r) for r in refits]).to_csv(folder / "refits.csv", index=False)
         if result.calibrated is not None:  # the same file a model keeps beside model.json
             result.calibrated.save(folder)
         fig = plot_errors(result)
@@ -144,16 +177,23 @@ def run_backtest(
     n_windows: int = 5,
     step: int | None = None,
     season_length: int | None = None,
-    refit: str | None = "none",
+    refit: str | int | None = "none",
     batch_size: int = 4096,
     runtime: Runtime = "auto",
     experiment_name: str = "backtest",
     calibrate_levels: Sequence[int] = (),
+    refit_mode: str = "warm",
+    refit_steps: int | None = None,
+    refitter: Refitter | None = None,
 ) -> BacktestResult:
     """Backtest a logged or registered model on a table; write the table, log one MLflow run.
 
     `calibrate_levels`: also compute conformal quantiles from the backtest's errors and log them
     (metrics `backtest/calibrated_qNN`, per step and overall, and `backtest/intervals.json`).
+    `refit`: `none`, or `every:N` to refit every N windows (`refit_mode` warm or scratch, at most
+    `refit_steps` steps each, default `forecast.backtest.REFIT_STEPS`), trained by `refitter`
+    (`forecast.refit.refit_backtest`); the table gains a `refit` column and the run the per-refit
+    metrics `refit/<r>/...` (`refit_metrics`) and `backtest/refits.csv`.
     """
     import mlflow
 
@@ -161,8 +201,10 @@ def run_backtest(
     from forecast.tracking.resolve import resolve_model
     from forecast.tracking.store import ensure_experiment, use_store
 
-    check_refit(refit)
-    n_windows = require_int("n_windows", n_windows)  # bad settings fail before any download
+    plan = refit_plan(refit, refit_mode, refit_steps)  # bad settings fail before any download
+    if plan is not None and refitter is None:
+        raise ValueError("refit=every:N trains models: pass refitter=forecast.refit.refit_backtest")
+    n_windows = require_int("n_windows", n_windows)
     step = None if step is None else require_int("step", step)
     season_length = None if season_length is None else require_int("season_length", season_length)
     calibrate_levels = check_levels(calibrate_levels)
@@ -173,7 +215,11 @@ def run_backtest(
     m = resolve_season_length(season_length, folder)
     forecaster = Forecaster.load(folder, runtime=runtime)
     history = read_table(input_path)
-    result = backtest_frame(forecaster, history, n_windows, step, m, batch_size, calibrate_levels)
+    if plan is None:
+        result = backtest_frame(forecaster, history, n_windows, step, m, batch_size, calibrate_levels)
+    else:
+        assert refitter is not None
+        result = refitter(forecaster, history, n_windows, step, m, batch_size, calibrate_levels, plan)
     _report_intervals(forecaster, result)
     if output_path:
         write_parquet_atomic(result.table, output_path, ref.metadata())
@@ -197,7 +243,9 @@ def run_backtest(
                 "step": result.info["step"],
                 "season_length": m,
                 "horizon": forecaster.settings.horizon,
-                "refit": "none",
+                "refit": plan.refit if plan is not None else "none",
+                "refit_mode": plan.mode if plan is not None else refit_mode,
+                "refit_steps": plan.steps if plan is not None else refit_steps or REFIT_STEPS,
                 "series": result.n_series,
                 "windows_scored": result.n_windows,
                 "windows_skipped": result.skipped,
@@ -205,8 +253,24 @@ def run_backtest(
             }
         )
         mlflow.log_metric("backtest/seconds", result.seconds)
+        if result.info.get("refits"):
+            mlflow.log_metrics(refit_metrics(result.info["refits"]))
         log_result(result, table_file=output_path or None)
     return result
+
+
+def refit_metrics(refits: Sequence[RefitStats]) -> dict[str, float]:
+    """Per refit r: `refit/<r>/val_loss` (the best value of the metric early stopping watched,
+    named after it), `steps`, `seconds`, `series`, and `origin` (Unix seconds, or the step)."""
+    out: dict[str, float] = {}
+    for r in refits:
+        key = f"refit/{r.refit}"
+        out[f"{key}/{r.monitor.replace('/', '_')}"] = float(r.best)
+        out[f"{key}/steps"] = float(r.steps)
+        out[f"{key}/seconds"] = float(r.seconds)
+        out[f"{key}/series"] = float(r.series)
+        out[f"{key}/origin"] = r.origin_number()
+    return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
 def _report_intervals(forecaster: Forecaster, result: BacktestResult) -> None:

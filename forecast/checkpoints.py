@@ -138,14 +138,14 @@ def task_overrides() -> list[str]:
     if not HydraConfig.initialized():
         return []
     overrides = list(HydraConfig.get().overrides.task)
-    return [line for line, key in zip(overrides, _override_keys(overrides), strict=True) if _ours(key)]
+    return [line for line, key in zip(overrides, override_keys(overrides), strict=True) if _ours(key)]
 
 
 def _ours(key: str) -> bool:
     return key != "resume" and key != "hydra" and not key.startswith("hydra.")
 
 
-def _override_keys(overrides: Sequence[str]) -> list[str]:
+def override_keys(overrides: Sequence[str]) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
@@ -202,7 +202,7 @@ def _conflicts(cfg: DictConfig, saved: DictConfig, overrides: Sequence[str]) -> 
         if "paths" in saved:  # where the run writes is the run's, so interpolations resolve alike
             current.paths = saved.paths
     conflicts = []
-    for line, key in zip(overrides, _override_keys(overrides), strict=True):
+    for line, key in zip(overrides, override_keys(overrides), strict=True):
         new, old = _value(current, key), _value(saved, key)
         if new is _ABSENT and old is _ABSENT:
             conflicts.append(f"{line} (not among the run's overrides)")

@@ -21,6 +21,7 @@ from forecast.forecaster import Forecaster
 from forecast.intervals import calibrate
 from forecast.models.ensemble import EnsembleNet, ensemble_params
 from forecast.models.registry import ENSEMBLE
+from forecast.short_history import calibrate_short_history
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +131,16 @@ def ensemble_of_models(
     intervals: Sequence[int] = (),
     interval_scale: str = "window",
 ) -> tuple[Forecaster, dict[str, float], Any]:
-    """Load logged or registered models, combine them, calibrate the ensemble's intervals on its
-    own validation residuals and score it there: (ensemble, val metrics, data module)."""
+    """Load logged or registered models, combine them, calibrate the ensemble's intervals (and
+    short-history blend) on its own validation windows and score it there: (ensemble, val
+    metrics, data module)."""
     from forecast.tracking.resolve import load_registered
 
     forecasters = [load_registered(uri)[0] for uri in model_uris]
     ensemble = combine_forecasters(forecasters, combine)
     dm = data_module_of(forecasters[0])
     calibrate_on(ensemble, dm.datasets["val"], intervals, interval_scale)
+    calibrate_short_history(ensemble, dm)  # young series: the ensemble's own blend
     return ensemble, validation_scores(ensemble, dm), dm
 
 

@@ -41,6 +41,7 @@ from forecast.settings import (
     forecast_columns,
     read_settings,
 )
+from forecast.short_history import SHORT_HISTORY, ShortHistoryBlend
 
 __all__ = ["Forecaster", "ForecasterSettings", "Runtime"]
 
@@ -67,6 +68,8 @@ class Forecaster:
     `export` lists the serving copies `save` writes by default (only "onnx" exists).
     `intervals`: conformal intervals around the point forecast (`forecast.intervals`), written
     as `y_hat_lo_80`, `y_hat_hi_80`, ... beside it; applied after the network, in any runtime.
+    `short_history`: the blend of a short (padded) input's forecast with seasonal naive
+    (`forecast.short_history`), applied in `predict_scaled`; None: the network's forecast alone.
     """
 
     def __init__(
@@ -76,11 +79,13 @@ class Forecaster:
         settings: ForecasterSettings,
         export: Sequence[str] = (),
         intervals: ConformalIntervals | None = None,
+        short_history: ShortHistoryBlend | None = None,
     ):
         self.net = net.eval()
         self.scaler = scaler
         self.settings = settings
         self.intervals = intervals
+        self.short_history = short_history
         self.columns = ColumnSpec(**settings.columns)
         self.export = tuple(export)
         if settings.distribution is not None and not settings.quantiles:
@@ -100,7 +105,8 @@ class Forecaster:
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | Path, export: Sequence[str] | None = None) -> Path:
-        """Write weights (safetensors), scaler (Parquet), settings and intervals (JSON): no pickles.
+        """Write weights (safetensors), scaler (Parquet), settings, intervals and the short-history
+        blend (JSON): no pickles.
 
         `export=["onnx"]` (default: `self.export`) also writes `model.onnx`, checked to agree
         with the PyTorch network to 1e-5 before it is kept.
@@ -113,6 +119,8 @@ class Forecaster:
         (path / SETTINGS).write_text(json.dumps(asdict(self.settings), indent=2))
         if self.intervals is not None:
             self.intervals.save(path)
+        if self.short_history is not None:
+            self.short_history.save(path)
         formats = self.export if export is None else tuple(export)
         unknown = set(formats) - {"onnx"}
         if unknown:
@@ -137,7 +145,13 @@ class Forecaster:
                 f"model at {path} is broken: its {INTERVALS} has {intervals.quantiles.shape[1]} horizon "
                 f"steps, the model {settings.horizon}; recalibrate it or remove the file"
             )
-        forecaster = cls(net, scaler, settings, intervals=intervals)
+        short_history = ShortHistoryBlend.load(path)  # None for models saved without (older ones too)
+        if short_history is not None and short_history.input_size != settings.input_size:
+            raise ModelNotFoundError(
+                f"model at {path} is broken: its {SHORT_HISTORY} is for input windows of "
+                f"{short_history.input_size} steps, the model's are {settings.input_size}; remove the file"
+            )
+        forecaster = cls(net, scaler, settings, intervals=intervals, short_history=short_history)
         forecaster.use_runtime(runtime, path)
         return forecaster
 
@@ -227,11 +241,18 @@ class Forecaster:
         covariates: Mapping[str, np.ndarray] | None = None,
         loc: np.ndarray | None = None,
         scale: np.ndarray | None = None,
+        *,
+        blend: bool = True,
     ) -> np.ndarray:
         """(N, L) scaled windows, NaN where missing -> (N, H, 1 + Q) scaled forecasts: `y_hat`,
         then the quantiles, whatever runs the net. What a model with a learned cycle, covariates
-        or a negbin head also needs: `forecast.inference.predict_scaled`."""
-        return predict_scaled(
+        or a negbin head also needs: `forecast.inference.predict_scaled`.
+
+        A window padded in front (a series shorter than `input_size`) gets the short-history
+        blend with seasonal naive when the model has one (`forecast.short_history`; `blend=False`:
+        the network's forecast alone); full windows are the network's forecast, always.
+        """
+        preds = predict_scaled(
             scaled,
             batch_size,
             step,
@@ -245,3 +266,10 @@ class Forecaster:
             reads_covariates=self.encoder is not None,
             batch_cap=max_batch(self.net, self.settings.input_size),
         )
+        if not blend or self.short_history is None:
+            return preds
+        floor = None
+        s = self.settings
+        if s.distribution is not None and distributions.get(s.distribution).discrete and loc is not None:
+            floor = -np.asarray(loc, np.float64) / np.asarray(scale, np.float64)  # a count of 0, scaled
+        return self.short_history.apply(preds, np.asarray(scaled), floor)

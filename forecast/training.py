@@ -27,6 +27,7 @@ from forecast.checkpoints import (
     CheckpointMetadata,
     config_yaml,
     load_checkpoint,
+    override_keys,
     resolve_resume,
     restore_config,
     task_overrides,
@@ -45,6 +46,7 @@ from forecast.models.ensemble import COMBINE, EnsembleNet, check_members, ensemb
 from forecast.models.module import ForecastModule
 from forecast.models.registry import ENSEMBLE
 from forecast.publishing import Published, flatten, keep_unpublished_run, publish
+from forecast.short_history import calibrate_short_history
 from forecast.stale_runs import claim_run
 from forecast.tracking.http import check_server, is_outage
 from forecast.tracking.http import reason as outage_reason
@@ -53,7 +55,14 @@ from forecast.tracking.pyfunc import serving_exports
 from forecast.tracking.store import tracking_uri
 from forecast.trials import trial_from_config
 from forecast.tuning import STATE_TAG, OptunaPruning, parent_run, trial_tags
-from forecast.warm_start import Parent, check_compatible, check_covariates, load_member, resolve_parent
+from forecast.warm_start import (
+    Parent,
+    adopt_config,
+    check_compatible,
+    check_covariates,
+    load_member,
+    resolve_parent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +129,7 @@ def fit(
     cfg: DictConfig,
     on_run: Callable[[str], None] | None = None,
     frame: pd.DataFrame | None = None,
-    init: Forecaster | None = None,
+    init: Forecaster | Parent | None = None,
 ) -> FitResult:
     """Fit, restore the best checkpoint, score the test split (when there is one).
 
@@ -154,7 +163,9 @@ def fit(
     del saved  # only the metadata is needed here; Lightning reads the weights itself
     # A resumed fine-tune continues from its own checkpoint, not from its parent again.
     source = init if init is not None else cfg.get("init_from")
-    parent = resolve_parent(source, cfg.paths.root_dir) if source is not None and not resume else None
+    parent = None
+    if source is not None and not resume:
+        parent = source if isinstance(source, Parent) else resolve_parent(source, cfg.paths.root_dir)
     if parent is not None:
         members = _members_from_parent(parent, members, cfg)
     if cfg.get("seed") is not None:
@@ -476,7 +487,13 @@ def train(cfg: DictConfig) -> float | None:
     model is neither logged nor registered; any failure after the run started marks it FAILED
     with the error text as the `error` tag.
     """
-    return run(finetune_defaults(cfg, task_overrides())).fit.value
+    overrides = task_overrides()
+    parent = None
+    if cfg.get("init_from") and not cfg.get("resume"):
+        # A fine-tune from the command line builds its parent's model unless told otherwise.
+        parent = resolve_parent(cfg.init_from, cfg.paths.root_dir)
+        cfg = adopt_config(cfg, parent, set(override_keys(overrides)))
+    return run(finetune_defaults(cfg, overrides), init=parent).fit.value
 
 
 def finetune_defaults(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -484,7 +501,7 @@ def finetune_defaults(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     registered name unless the command says otherwise: the promotion gate then decides."""
     if not cfg.get("init_from") or cfg.get("resume"):
         return cfg
-    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    given = set(override_keys(overrides))
     cfg = cfg.copy()
     with open_dict(cfg):
         if "register" not in given:
@@ -500,7 +517,9 @@ def finetune_defaults(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)[/@]")
 
 
-def run(cfg: DictConfig, frame: pd.DataFrame | None = None, init: Forecaster | None = None) -> Trained:
+def run(
+    cfg: DictConfig, frame: pd.DataFrame | None = None, init: Forecaster | Parent | None = None
+) -> Trained:
     """`train` for callers that want the model too (the Python API, `forecast.api`): the same
     job, on `data` or on a table in memory (`frame`), warm-started from `init` when given."""
     guard = _RunGuard()
@@ -513,7 +532,10 @@ def run(cfg: DictConfig, frame: pd.DataFrame | None = None, init: Forecaster | N
 
 
 def _train(
-    cfg: DictConfig, guard: _RunGuard, frame: pd.DataFrame | None = None, init: Forecaster | None = None
+    cfg: DictConfig,
+    guard: _RunGuard,
+    frame: pd.DataFrame | None = None,
+    init: Forecaster | Parent | None = None,
 ) -> Trained:
     result = fit(cfg, on_run=guard.started, frame=frame, init=init)
     cfg = result.config or cfg  # a resume ran with the run's own config
@@ -548,8 +570,9 @@ def _train(
 
 def package(cfg: DictConfig, module: ForecastModule, dm: SeriesDataModule) -> Forecaster:
     """The trained model as it is saved and logged: net, scaler, settings (with the options it
-    was trained with), intervals, exports."""
+    was trained with), intervals, the short-history blend, exports."""
     forecaster = build_forecaster(module, dm, cfg.get("intervals") or (), cfg.get("interval_scale", "window"))
+    calibrate_short_history(forecaster, dm)  # young series: the blend with seasonal naive
     forecaster.export = serving_exports(cfg.get("export", "auto"))
     forecaster.settings.config = asdict(
         SavedConfig(data=dm.config.to_dict(), model=module.config.to_dict(), train=train_options(cfg))

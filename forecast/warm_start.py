@@ -49,6 +49,7 @@ class Parent:
     encoder: CovariateEncoder | None = None
     scaler: str | None = None
     lineage: dict[str, str] = field(default_factory=dict)  # run id, name, version, uri
+    config: dict[str, Any] | None = None  # the options it was trained with (`SavedConfig`), if saved
 
     @property
     def members(self) -> list[dict[str, Any]]:
@@ -69,9 +70,11 @@ class Parent:
         """A parent from a model in memory (a folder or a registry entry once loaded)."""
         s = forecaster.settings
         state = {k: v.detach().clone() for k, v in forecaster.net.state_dict().items()}
-        return cls(
+        parent = cls(
             source, s.net, dict(s.net_params), state, forecaster.encoder, s.scaler, dict(lineage or {})
         )
+        parent.config = s.config
+        return parent
 
 
 def resolve_parent(init_from: str | Path | Forecaster, root_dir: str | Path = ".") -> Parent:
@@ -108,10 +111,13 @@ def _from_checkpoint(path: Path) -> Parent:
     saved = load_checkpoint(path)
     hparams = dict(saved.get("hyper_parameters") or {})
     module = ForecastModule(**hparams)
+    model = {k: v for k, v in module.config.to_dict().items() if k not in ("input_size", "horizon")}
     state = {k[len("net.") :]: v for k, v in saved["state_dict"].items() if k.startswith("net.")}
-    return Parent(
+    parent = Parent(
         str(path), module.net_kind, dict(module.net_params), state, lineage={"uri": str(path.resolve())}
     )
+    parent.config = {"model": model}
+    return parent
 
 
 def check_covariates(parent: Parent, declared: CovariateConfig) -> None:
@@ -174,3 +180,38 @@ def _plain(value: Any) -> Any:
 def load_member(net: nn.Module, parent: Parent, i: int = 0) -> None:
     """Member `i`'s weights (the single model's for i = 0) into `net`, strictly."""
     net.load_state_dict(parent.member_state(i % len(parent.members)))
+
+
+# Options that never come from the parent: where the new data is.
+_OWN_DATA = frozenset({"path", "dataset"})
+
+
+def adopt_config(cfg: Any, parent: Parent, overridden: set[str]) -> Any:
+    """The job's config with the parent's saved data and model options wherever the command line
+    did not set them itself (`overridden`: the override keys, `data.horizon`, `model`, ...):
+    `init_from=models:/NAME@champion data.path=new.parquet` fine-tunes the champion as it was
+    built. An option the command sets to another value than the parent's is then the one-line
+    mismatch of `check_compatible` (or a choice that changes no weight, such as `model.lr`). A
+    model group chosen on the command line (`model=gru`) is the command's, not adopted."""
+    from omegaconf import OmegaConf, open_dict
+
+    saved = parent.config or {}
+    cfg = cfg.copy()
+    adopted = []
+    with open_dict(cfg):
+        for group in ("data", "model"):
+            if group == "model" and "model" in overridden:
+                continue
+            for key, value in (saved.get(group) or {}).items():
+                if (
+                    key in _OWN_DATA
+                    or (group == "model" and key in _DATA_KEYS)
+                    or f"{group}.{key}" in overridden
+                ):
+                    continue
+                if OmegaConf.select(cfg, f"{group}.{key}", default=None) != value:
+                    adopted.append(f"{group}.{key}")
+                OmegaConf.update(cfg, f"{group}.{key}", value, force_add=True)
+    if adopted:
+        log.info("init_from=%s: took the parent's %s", parent.source, ", ".join(adopted))
+    return cfg

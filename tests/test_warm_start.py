@@ -141,6 +141,24 @@ def test_the_command_line_fine_tune_records_its_lineage_and_waits_for_the_gate(
     moved = [not torch.equal(parent_net[k], child_net[k]) for k in parent_net]
     assert any(moved) and all(parent_net[k].shape == child_net[k].shape for k in parent_net)
 
+    # Only the data and the budget: the parent's options build its model (sizes, cell, window).
+    bare = [
+        "data=file",
+        f"data.path={history}",
+        "init_from=models:/nightly@candidate",
+        "trainer.max_epochs=1",
+    ]
+    third = run_isolated("train.py", [*bare, "trainer.limit_train_batches=1"], tmp_path, monkeypatch, capsys)
+    assert third.code == 0, third.stderr[-2000:]
+    latest = client.get_model_version_by_alias("nightly", "candidate")
+    assert str(latest.version) == "3"
+    params = client.get_run(latest.run_id).data.params
+    assert (params["model/hidden_size"], params["data/input_size"], params["model/segment_len"]) == (
+        "16",
+        "24",
+        "6",
+    )
+
     bad = run_isolated("train.py", [*args, "model.hidden_size=32"], tmp_path, monkeypatch, capsys)
     assert bad.code == 2
     assert bad.last_line.startswith(

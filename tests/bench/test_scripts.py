@@ -62,8 +62,14 @@ def test_m4_hourly_quick(run):
 def test_short_series_quick(run):
     lines = run("short_series.py", needs="m4-hourly/Hourly-train.csv")
     assert {(line["group"], line["split"], line["model"]) for line in lines} == {
-        (g, s, m) for g in ("padded", "untouched") for s in ("val", "test") for m in ("lstm", "snaive")
+        (g, s, m)
+        for g in ("padded", "untouched")
+        for s in ("val", "test")
+        for m in ("lstm", "lstm+blend", "snaive")
     }
+    by = {(line["group"], line["split"], line["model"]): line["metrics"] for line in lines}
+    for split in ("val", "test"):  # the blend touches padded windows only: long series, the same forecast
+        assert by["untouched", split, "lstm+blend"] == by["untouched", split, "lstm"]
     padded = [line for line in lines if line["group"] == "padded"]
     assert {line["series"] for line in padded} == {138} and {line["observed"] for line in padded} == {52, 100}
     for line in lines:
