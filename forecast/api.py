@@ -142,6 +142,7 @@ class Model:
         refit: str | int | None = None,
         refit_mode: str = "warm",
         refit_steps: int | None = None,
+        refit_val_size: int | None = None,
     ) -> pd.DataFrame:
         """Rolling-origin forecasts at the last `n_windows` origins `step` apart (default: the
         horizon), beside the actuals (`y`) and the cutoff, as the backtest pipeline writes them.
@@ -155,11 +156,12 @@ class Model:
         and `cv_refits_` lists each refit (origin, series, steps, seconds, best validation
         score). `refit_mode`: `warm` (from the previous refit, the first from this model) or
         `scratch` (fresh seeded weights); `refit_steps`: optimizer steps per refit at most
-        (default 200, `forecast.backtest.REFIT_STEPS`)."""
+        (default 200, `forecast.backtest.REFIT_STEPS`); `refit_val_size`: the steps of each
+        series that validate a refit, the last before its origin (default: the model's own)."""
         from forecast.backtest import backtest_frame, refit_plan
         from forecast.data.calendar import season_length_for
 
-        plan = refit_plan(refit, refit_mode, refit_steps)
+        plan = refit_plan(refit, refit_mode, refit_steps, refit_val_size)
         forecaster = self._fitted()
         m = season_length or self.data.season_length or season_length_for(forecaster.settings.freq)
         if plan is None:

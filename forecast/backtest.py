@@ -70,6 +70,9 @@ class RefitPlan:
     every: int
     mode: str = "warm"
     steps: int = REFIT_STEPS
+    # validation steps per series of each refit (early stopping, checkpoint, intervals), carved
+    # from the end of its data; None: the saved model's own `data.val_size`
+    val_size: int | None = None
 
     @property
     def refit(self) -> str:
@@ -121,7 +124,9 @@ def check_refit(refit: object) -> int | None:
     return every
 
 
-def refit_plan(refit: object, mode: object = "warm", steps: object = None) -> RefitPlan | None:
+def refit_plan(
+    refit: object, mode: object = "warm", steps: object = None, val_size: object = None
+) -> RefitPlan | None:
     """The refit options checked (all of them, refit=none too): None when nothing is refit."""
     every = check_refit(refit)
     if mode not in REFIT_MODES:
@@ -130,7 +135,8 @@ def refit_plan(refit: object, mode: object = "warm", steps: object = None) -> Re
             f"weights), got {mode!r}"
         )
     steps = REFIT_STEPS if steps is None else require_int("refit_steps", steps)
-    return None if every is None else RefitPlan(every, str(mode), steps)
+    val = None if val_size is None else require_int("refit_val_size", val_size)
+    return None if every is None else RefitPlan(every, str(mode), steps, val)
 
 
 def levels_to_calibrate(calibrate: object, levels: Sequence[int]) -> list[int]:

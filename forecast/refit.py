@@ -62,11 +62,14 @@ def check_refittable(forecaster: Forecaster) -> dict[str, Any]:
     return saved
 
 
-def refit_job(forecaster: Forecaster, out: Path, steps: int) -> Any:
+def refit_job(forecaster: Forecaster, out: Path, steps: int, val_size: int | None = None) -> Any:
     """The training job of one refit: the saved model's options, on a table in memory, with no
-    test part, no logger and no progress bar, for at most `steps` optimizer steps."""
+    test part, no logger and no progress bar, for at most `steps` optimizer steps; `val_size`
+    steps of each series validate (None: the saved model's own)."""
     options = saved_options(check_refittable(forecaster))
     data = replace(options["data"], path=None, dataset=None, test_size=0)
+    if val_size is not None:
+        data = replace(data, val_size=val_size)
     # Epochs unbounded: the step budget ends the training (or early stopping before it).
     train = replace(options["train"], max_epochs=-1, enable_progress_bar=False, export=[])
     cfg = job_config(data, options["model"], train, out, root_dir=out)
@@ -133,7 +136,7 @@ def refit_backtest(
         for r, k in enumerate(firsts):
             origin = origin_of(w, k)
             frame = history_before(w, k)
-            cfg = refit_job(forecaster, Path(tmp) / f"refit{r}", plan.steps)
+            cfg = refit_job(forecaster, Path(tmp) / f"refit{r}", plan.steps, plan.val_size)
             begun = time.perf_counter()
             try:
                 trained = run(cfg, frame=frame, init=parent if plan.mode == "warm" else None)
@@ -175,5 +178,11 @@ def refit_backtest(
             models.append(trained.forecaster)
             parent = trained.forecaster
     result = score_windows(w, models, plan.every, batch_size, calibrate_levels, started)
-    result.info.update(refit=plan.refit, refit_mode=plan.mode, refit_steps=plan.steps, refits=stats)
+    result.info.update(
+        refit=plan.refit,
+        refit_mode=plan.mode,
+        refit_steps=plan.steps,
+        refit_val_size=plan.val_size,
+        refits=stats,
+    )
     return result

@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> float:
         refit=cfg.refit,
         refit_mode=cfg.refit_mode,
         refit_steps=cfg.refit_steps,
+        refit_val_size=cfg.refit_val_size,
         refitter=refitter,
         batch_size=cfg.batch_size,
         runtime=cfg.runtime,

@@ -62,7 +62,11 @@ def trainings(monkeypatch) -> list[SimpleNamespace]:
 
     def spy(cfg, frame=None, init=None):
         trained = real(cfg, frame=frame, init=init)
-        calls.append(SimpleNamespace(cfg=cfg, frame=frame.copy(), init=init, model=trained.forecaster))
+        calls.append(
+            SimpleNamespace(
+                cfg=cfg, frame=frame.copy(), init=init, model=trained.forecaster, dm=trained.fit.datamodule
+            )
+        )
         return trained
 
     monkeypatch.setattr(refit_module, "run", spy)
@@ -97,6 +101,9 @@ def test_refit_options_parse_and_bad_values_are_one_line_errors():
     assert refit_plan("every:2") == RefitPlan(2, "warm", REFIT_STEPS)
     assert refit_plan("every:2", "scratch", 50) == RefitPlan(2, "scratch", 50)
     assert refit_plan("none", "warm", 10) is None
+    assert refit_plan("every:2", "warm", 10, 48) == RefitPlan(2, "warm", 10, 48)
+    with pytest.raises(ConfigError, match="refit_val_size must be an integer >= 1"):
+        refit_plan("every:2", "warm", 10, 0)
     with pytest.raises(ConfigError, match="refit_mode must be warm .* or scratch .*, got 'hot'"):
         refit_plan("every:2", "hot")
     with pytest.raises(ConfigError, match="refit_steps must be an integer >= 1"):
@@ -138,6 +145,13 @@ def test_each_refit_gets_only_the_data_before_its_origin(fitted, history, traini
     assert [s.steps for s in stats] == [steps] * 3  # the budget exactly (validated at its end)
     assert all(np.isfinite(s.best) and s.monitor == "val/loss" for s in stats)
     assert stats[0].origin == cuts[0].max() and stats[2].origin == cuts[4].max()
+    assert {job.cfg.data.val_size for job in trainings} == {fitted.data.val_size}  # the model's own
+
+
+def test_refit_val_size_validates_each_refit_on_the_last_steps_before_its_origin(fitted, history, trainings):
+    refit_backtest(fitted.forecaster_, history, 2, season_length=M, plan=refit_plan("every:1", "warm", 2, 30))
+    assert [job.cfg.data.val_size for job in trainings] == [30, 30]
+    assert [job.dm.val_size for job in trainings] == [30, 30]  # the data module the refit trained with
 
 
 @pytest.mark.parametrize("poisoned", [0, 1], ids=["after refit 0's origin", "after refit 1's origin"])
