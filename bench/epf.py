@@ -60,7 +60,8 @@ SAMPLE_DAYS = 364  # the embedded epf_np_sample: NP's last 364 days
 # -- the model's inputs per forecast day --------------------------------------------------------
 def variant_overrides(variant: str, market: str, data_keys: set[str]) -> list[str]:
     """Hydra overrides of one variant. Keys the config lacks are added (`++`), so the prices-only
-    line also runs with a data module that predates covariates (the keys are then deleted)."""
+    line also runs with a data module that predates covariates; keys it has are emptied (the
+    typed data config refuses a deletion)."""
     futr = list(protocol.EPF_COVARIATES[market]) if variant != "none" else []
     calendar = list(CALENDAR) if variant == "futr+calendar" else []
     out = []
@@ -68,7 +69,7 @@ def variant_overrides(variant: str, market: str, data_keys: set[str]) -> list[st
         if value:
             out.append(f"++data.{key}=[{','.join(value)}]")
         elif key in data_keys:
-            out.append(f"~data.{key}")
+            out.append(f"data.{key}=[]")
     return out
 
 
