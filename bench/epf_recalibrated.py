@@ -128,6 +128,8 @@ def run_seed(args, market: str, days: epf.Days, seed: int, base: list[str], tmp:
                 variant="futr",
                 **days.scores(pred[n_val:], pred[:n_val]),
                 train_s=round(initial_s, 1),
+                predict_s=round(res.seconds, 2),  # the whole backtest (with the refits' training)
+                peak_rss_mb=common.peak_rss_mb(),
                 seed=seed,
                 refit=refit_label(args) if name == "recalibrated" else False,
                 initial="every row before the validation days",
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
                         variant="futr",
                         **days.scores(pred[n_val:], pred[:n_val]),
                         seeds=list(seeds),
+                        train_s=0.0,
+                        predict_s=0.0,
+                        peak_rss_mb=common.peak_rss_mb(),
                         refit=refit_label(args),
                         **days.counts(),
                         overrides=list(args.overrides),

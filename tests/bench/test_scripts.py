@@ -118,3 +118,33 @@ def test_demo_defaults_quick(monkeypatch, capfd):
         assert line["monitor"] == "val/loss"
     # The two variants are different models: their validation figures differ.
     assert lines[0]["val_mae"] != lines[1]["val_mae"]
+
+
+@pytest.mark.slow
+def test_epf_recalibrated_quick(run):
+    """Refits through the product's refit backtest: the recalibrated and the never-refit lines of
+    the same initial model, scored on the protocol's validation and test days."""
+    lines = run("epf_recalibrated.py", "--no-trained-once", needs="epf/NP.csv")
+    recal, initial = lines
+    assert recal["refit"].startswith("every 182 days, warm, 5 steps") and initial["refit"] is False
+    assert recal["refits"] == 6 and recal["refit_steps_taken_mean"] == 5.0  # 1,092 days / 182
+    for line in lines:
+        assert (line["days"], line["val_days"], line["members"]) == (728, 364, 1)
+        assert 0 < line["metrics"]["mae"] < 10 and 0 < line["val_mae"] < 10
+    assert recal["metrics"] != initial["metrics"]  # the refits forecast, not the initial model
+
+
+@pytest.mark.slow
+def test_warm_start_quick(run):
+    lines = run("warm_start.py", needs="epf/NP.csv")
+    assert [line["model"] for line in lines] == [
+        "champion (data to a month before)",
+        "scratch",
+        "fine-tune",
+        "warm start pays",
+    ]
+    scratch, fine_tune, summary = lines[1:]
+    assert len(scratch["val_curve"]) == scratch["epochs"] == 2  # one point per epoch
+    assert summary["scratch_val_mae"] == scratch["val_mae"]
+    reached = summary["fine_tune_reaches_scratch_val_s"]
+    assert reached is None or 0 < reached <= fine_tune["fit_s"]
