@@ -266,6 +266,12 @@ def mean_forecast(preds: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(preds), axis=0)
 
 
+def median_forecast(preds: Sequence[np.ndarray]) -> np.ndarray:
+    """Seed ensemble as the product combines one (`ensemble.combine=median`, its default): the
+    element-wise median of the members' forecasts."""
+    return np.median(np.stack(preds), axis=0)
+
+
 def neuralforecast_available() -> bool:
     try:
         import neuralforecast  # noqa: F401

@@ -149,19 +149,23 @@ def run_ours(args, windows: Windows, ids, seeds, base_overrides, tmp: Path) -> t
                 overrides=list(args.overrides),
             )
         )
-    if len(seeds) > 1:
-        mean, mean_val = common.mean_forecast(preds), common.mean_forecast(preds_val)
+    singles = list(lines)
+    for combine, how in (("mean", common.mean_forecast), ("median", common.median_forecast)):
+        if len(seeds) < 2:
+            break
+        name = common.ensemble_name("lstm", len(seeds))
         lines.append(
             record(
-                common.ensemble_name("lstm", len(seeds)),
-                lines[0]["input_size"],
-                windows.score(mean),
-                windows.score_val(mean_val),
-                sum(line["train_s"] for line in lines),
-                sum(line["predict_s"] for line in lines),
+                name if combine == "mean" else f"{name} (median)",
+                singles[0]["input_size"],
+                windows.score(how(preds)),
+                windows.score_val(how(preds_val)),
+                sum(line["train_s"] for line in singles),
+                sum(line["predict_s"] for line in singles),
                 members=len(seeds),
+                combine=combine,
                 seeds=list(seeds),
-                checkpoint=lines[0]["checkpoint"],
+                checkpoint=singles[0]["checkpoint"],
                 overrides=list(args.overrides),
             )
         )

@@ -274,7 +274,9 @@ class TrainConfig(Options):
     export: Any = option("auto", "serving copies logged with the model: `auto`, `[onnx]` or `[]`")
     enable_progress_bar: bool = option(True, "Lightning's progress bar (on a terminal or in a notebook)")
     members: int = option(1, "ensemble members (`ensemble.members`): K seeds of this config as one model")
-    combine: str = option("median", "how an ensemble combines its members: `median` or `mean`")
+    combine: str = option(
+        "mean", "how an ensemble combines its members: `mean` (chosen on B1's validation) or `median`"
+    )
 
 
 # Where each training option lives in the training job's config (conf/train.yaml composed).

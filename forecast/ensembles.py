@@ -19,7 +19,7 @@ from forecast.calibration import window_residuals
 from forecast.errors import ConfigError
 from forecast.forecaster import Forecaster
 from forecast.intervals import calibrate
-from forecast.models.ensemble import EnsembleNet, ensemble_params
+from forecast.models.ensemble import DEFAULT_COMBINE, EnsembleNet, ensemble_params
 from forecast.models.registry import ENSEMBLE
 from forecast.short_history import calibrate_short_history
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _SAME = ("input_size", "horizon", "freq", "columns", "scaler", "quantiles", "missing", "covariates")
 
 
-def combine_forecasters(forecasters: Sequence[Forecaster], combine: str = "median") -> Forecaster:
+def combine_forecasters(forecasters: Sequence[Forecaster], combine: str = DEFAULT_COMBINE) -> Forecaster:
     """One model that forecasts the `combine` of `forecasters` (median or mean).
 
     The members must read and write alike (the settings in `_SAME`, the same scaler statistics:
@@ -127,7 +127,7 @@ def validation_scores(forecaster: Forecaster, dm: Any) -> dict[str, float]:
 
 def ensemble_of_models(
     model_uris: Sequence[str],
-    combine: str = "median",
+    combine: str = DEFAULT_COMBINE,
     intervals: Sequence[int] = (),
     interval_scale: str = "window",
 ) -> tuple[Forecaster, dict[str, float], Any]:

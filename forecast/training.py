@@ -42,7 +42,7 @@ from forecast.finite import require_finite
 from forecast.forecaster import Forecaster, ForecasterSettings
 from forecast.intervals import calibrate, check_levels, check_scale
 from forecast.lr_finder import check_tune_lr, find_lr
-from forecast.models.ensemble import COMBINE, EnsembleNet, check_members, ensemble_params
+from forecast.models.ensemble import COMBINE, DEFAULT_COMBINE, EnsembleNet, check_members, ensemble_params
 from forecast.models.module import ForecastModule
 from forecast.models.registry import ENSEMBLE
 from forecast.publishing import Published, flatten, keep_unpublished_run, publish
@@ -250,9 +250,9 @@ def fit(
 
 
 def ensemble_options(cfg: DictConfig) -> tuple[int, str]:
-    """`ensemble.members` and `ensemble.combine`, checked (1 and median when the job has none)."""
+    """`ensemble.members` and `ensemble.combine`, checked (1 and the mean when the job has none)."""
     members = require_int("ensemble.members", OmegaConf.select(cfg, "ensemble.members", default=1) or 1)
-    combine = str(OmegaConf.select(cfg, "ensemble.combine", default="median") or "median")
+    combine = str(OmegaConf.select(cfg, "ensemble.combine", default=None) or DEFAULT_COMBINE)
     if combine not in COMBINE:
         raise ConfigError(f"ensemble.combine must be one of {', '.join(COMBINE)}, got {combine!r}")
     return members, combine

@@ -179,13 +179,14 @@ class MLflowSweepCallback(HydraCallback):
         import mlflow
 
         from forecast.ensembles import ensemble_of_models, input_example
+        from forecast.models.ensemble import DEFAULT_COMBINE
         from forecast.tracking.pyfunc import log_forecaster
 
         metric = str(config.get("optimized_metric") or "val/loss")
         runs = [run for _, run in chosen]
         ensemble, scores, dm = ensemble_of_models(
             [run.data.tags["model_uri"] for run in runs],
-            str(OmegaConf.select(config, "ensemble.combine", default="median") or "median"),
+            str(OmegaConf.select(config, "ensemble.combine", default=None) or DEFAULT_COMBINE),
             list(config.get("intervals") or []),
             str(config.get("interval_scale", "window")),
         )

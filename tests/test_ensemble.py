@@ -1,4 +1,4 @@
-"""Ensembles as one model: every runtime forecasts the median (or mean) of its members' forecasts,
+"""Ensembles as one model: every runtime forecasts the mean (or median) of its members' forecasts,
 and training K seeds gives one registered model whose run shows each member."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_an_ensemble_forecasts_the_combination_of_its_members(members, history, 
 
 def test_the_pyfunc_and_both_batch_engines_forecast_the_ensemble(members, history, tmp_path, isolated_mlflow):
     ensemble = combine_forecasters(members)
-    expected = combined([m.predict(history) for m in members], "median")
+    expected = combined([m.predict(history) for m in members], "mean")  # the default
     uri = register_forecaster(ensemble, history, "ens", tmp_path, L)
     pyfunc = mlflow.pyfunc.load_model(uri).predict(history)
     np.testing.assert_allclose(pyfunc[COLUMNS].to_numpy(), expected[COLUMNS].to_numpy(), rtol=1e-5, atol=1e-4)
@@ -104,7 +104,7 @@ def test_the_ray_engine_forecasts_the_ensemble(members, history, tmp_path, isola
     from forecast.engines.request import RayOptions
 
     ensemble = combine_forecasters(members)
-    expected = combined([m.predict(history) for m in members], "median")
+    expected = combined([m.predict(history) for m in members], "mean")  # the default
     uri = register_forecaster(ensemble, history, "ens-ray", tmp_path, L)
     source = tmp_path / "history.parquet"
     history.to_parquet(source, index=False)
@@ -182,7 +182,7 @@ def test_training_k_seeds_gives_one_model_whose_run_shows_each_member(history, t
         )
         for net, p in zip(f.net.members, f.settings.net_params["members"], strict=True)
     ]
-    expected = combined([n.predict(history) for n in nets], "median")
+    expected = combined([n.predict(history) for n in nets], "mean")  # the default
     np.testing.assert_allclose(
         model.predict()[COLUMNS].to_numpy(), expected[COLUMNS].to_numpy(), rtol=1e-5, atol=1e-4
     )
