@@ -50,9 +50,9 @@ QUICK = ("trainer.max_epochs=2", "trainer.limit_train_batches=10", "++trainer.li
 
 
 def refit_label(args: argparse.Namespace) -> str:
-    return (
-        f"every {args.every} days, {args.mode}, {args.steps} steps, last {args.refit_val_days} days validate"
-    )
+    lr = "" if args.refit_lr is None else f", lr {args.refit_lr:g}"
+    days = args.refit_val_days
+    return f"every {args.every} days, {args.mode}, {args.steps} steps{lr}, last {days} days validate"
 
 
 def initial_model(args, market: str, days: epf.Days, seed: int, base: list[str], tmp: Path):
@@ -96,6 +96,8 @@ def run_seed(args, market: str, days: epf.Days, seed: int, base: list[str], tmp:
     from forecast.refit import refit_backtest
 
     forecaster, initial_s = initial_model(args, market, days, seed, base, tmp)
+    if args.refit_lr is not None:  # a refit trains with the saved options: its model.lr from here on
+        forecaster.settings.config["model"]["lr"] = args.refit_lr
     n_val, n_test = len(days.origins["val"]), len(days.origins["test"])
     n_days = n_val + n_test
     history = days.frame.iloc[: days.bounds["test"][1]]
@@ -152,6 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps per refit at most")
     parser.add_argument("--mode", choices=["warm", "scratch"], default="warm")
     parser.add_argument("--refit-val-days", type=int, default=28, help="days that validate each refit")
+    parser.add_argument(
+        "--refit-lr",
+        type=float,
+        default=None,
+        help="the refits' learning rate (default: model.lr, the initial model's own)",
+    )
     parser.add_argument("--input-size", type=int, default=168)
     parser.add_argument("--val-days", type=int, default=protocol.EPF_VAL_DAYS)
     parser.add_argument("--no-trained-once", action="store_true", help="skip bench/epf.py's line")
