@@ -96,13 +96,11 @@ def run_seed(args, market: str, days: epf.Days, seed: int, base: list[str], tmp:
     from forecast.refit import refit_backtest
 
     forecaster, initial_s = initial_model(args, market, days, seed, base, tmp)
-    if args.refit_lr is not None:  # a refit trains with the saved options: its model.lr from here on
-        forecaster.settings.config["model"]["lr"] = args.refit_lr
     n_val, n_test = len(days.origins["val"]), len(days.origins["test"])
     n_days = n_val + n_test
     history = days.frame.iloc[: days.bounds["test"][1]]
     m = protocol.EPF_DAY
-    plan = refit_plan(f"every:{args.every}", args.mode, args.steps, args.refit_val_days * H)
+    plan = refit_plan(f"every:{args.every}", args.mode, args.steps, args.refit_val_days * H, args.refit_lr)
     start = time.perf_counter()
     result = refit_backtest(forecaster, history, n_days, H, m, plan=plan)
     refit_s = time.perf_counter() - start

@@ -143,6 +143,7 @@ class Model:
         refit_mode: str = "warm",
         refit_steps: int | None = None,
         refit_val_size: int | None = None,
+        refit_lr: float | None = None,
     ) -> pd.DataFrame:
         """Rolling-origin forecasts at the last `n_windows` origins `step` apart (default: the
         horizon), beside the actuals (`y`) and the cutoff, as the backtest pipeline writes them.
@@ -157,11 +158,12 @@ class Model:
         score). `refit_mode`: `warm` (from the previous refit, the first from this model) or
         `scratch` (fresh seeded weights); `refit_steps`: optimizer steps per refit at most
         (default 200, `forecast.backtest.REFIT_STEPS`); `refit_val_size`: the steps of each
-        series that validate a refit, the last before its origin (default: the model's own)."""
+        series that validate a refit, the last before its origin, and `refit_lr` its learning
+        rate (defaults: the model's own)."""
         from forecast.backtest import backtest_frame, refit_plan
         from forecast.data.calendar import season_length_for
 
-        plan = refit_plan(refit, refit_mode, refit_steps, refit_val_size)
+        plan = refit_plan(refit, refit_mode, refit_steps, refit_val_size, refit_lr)
         forecaster = self._fitted()
         m = season_length or self.data.season_length or season_length_for(forecaster.settings.freq)
         if plan is None:

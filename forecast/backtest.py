@@ -73,6 +73,8 @@ class RefitPlan:
     # validation steps per series of each refit (early stopping, checkpoint, intervals), carved
     # from the end of its data; None: the saved model's own `data.val_size`
     val_size: int | None = None
+    # the refits' learning rate; None: the saved model's own `model.lr`
+    lr: float | None = None
 
     @property
     def refit(self) -> str:
@@ -125,7 +127,7 @@ def check_refit(refit: object) -> int | None:
 
 
 def refit_plan(
-    refit: object, mode: object = "warm", steps: object = None, val_size: object = None
+    refit: object, mode: object = "warm", steps: object = None, val_size: object = None, lr: object = None
 ) -> RefitPlan | None:
     """The refit options checked (all of them, refit=none too): None when nothing is refit."""
     every = check_refit(refit)
@@ -136,7 +138,15 @@ def refit_plan(
         )
     steps = REFIT_STEPS if steps is None else require_int("refit_steps", steps)
     val = None if val_size is None else require_int("refit_val_size", val_size)
-    return None if every is None else RefitPlan(every, str(mode), steps, val)
+    rate = None
+    if lr is not None:
+        try:
+            rate = float(lr)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            rate = float("nan")
+        if not rate > 0 or rate == float("inf"):
+            raise ConfigError(f"refit_lr must be a positive number (the refits' learning rate), got {lr!r}")
+    return None if every is None else RefitPlan(every, str(mode), steps, val, rate)
 
 
 def levels_to_calibrate(calibrate: object, levels: Sequence[int]) -> list[int]:

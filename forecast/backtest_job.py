@@ -185,6 +185,7 @@ def run_backtest(
     refit_mode: str = "warm",
     refit_steps: int | None = None,
     refit_val_size: int | None = None,
+    refit_lr: float | None = None,
     refitter: Refitter | None = None,
 ) -> BacktestResult:
     """Backtest a logged or registered model on a table; write the table, log one MLflow run.
@@ -193,7 +194,8 @@ def run_backtest(
     (metrics `backtest/calibrated_qNN`, per step and overall, and `backtest/intervals.json`).
     `refit`: `none`, or `every:N` to refit every N windows (`refit_mode` warm or scratch, at most
     `refit_steps` steps each, default `forecast.backtest.REFIT_STEPS`, validated on the last
-    `refit_val_size` steps of each series, default the model's own), trained by `refitter`
+    `refit_val_size` steps of each series, default the model's own, at the learning rate
+    `refit_lr`, default the model's own), trained by `refitter`
     (`forecast.refit.refit_backtest`); the table gains a `refit` column and the run the per-refit
     metrics `refit/<r>/...` (`refit_metrics`) and `backtest/refits.csv`.
     """
@@ -203,7 +205,9 @@ def run_backtest(
     from forecast.tracking.resolve import resolve_model
     from forecast.tracking.store import ensure_experiment, use_store
 
-    plan = refit_plan(refit, refit_mode, refit_steps, refit_val_size)  # bad settings fail before any download
+    plan = refit_plan(
+        refit, refit_mode, refit_steps, refit_val_size, refit_lr
+    )  # bad settings fail before any download
     if plan is not None and refitter is None:
         raise ValueError("refit=every:N trains models: pass refitter=forecast.refit.refit_backtest")
     n_windows = require_int("n_windows", n_windows)
@@ -249,6 +253,7 @@ def run_backtest(
                 "refit_mode": plan.mode if plan is not None else refit_mode,
                 "refit_steps": plan.steps if plan is not None else refit_steps or REFIT_STEPS,
                 "refit_val_size": plan.val_size if plan is not None else refit_val_size,
+                "refit_lr": plan.lr if plan is not None else refit_lr,
                 "series": result.n_series,
                 "windows_scored": result.n_windows,
                 "windows_skipped": result.skipped,

@@ -62,14 +62,18 @@ def check_refittable(forecaster: Forecaster) -> dict[str, Any]:
     return saved
 
 
-def refit_job(forecaster: Forecaster, out: Path, steps: int, val_size: int | None = None) -> Any:
+def refit_job(
+    forecaster: Forecaster, out: Path, steps: int, val_size: int | None = None, lr: float | None = None
+) -> Any:
     """The training job of one refit: the saved model's options, on a table in memory, with no
     test part, no logger and no progress bar, for at most `steps` optimizer steps; `val_size`
-    steps of each series validate (None: the saved model's own)."""
+    steps of each series validate and `lr` is the learning rate (None: the saved model's own)."""
     options = saved_options(check_refittable(forecaster))
     data = replace(options["data"], path=None, dataset=None, test_size=0)
     if val_size is not None:
         data = replace(data, val_size=val_size)
+    if lr is not None:
+        options["model"] = replace(options["model"], lr=lr)
     # Epochs unbounded: the step budget ends the training (or early stopping before it).
     train = replace(options["train"], max_epochs=-1, enable_progress_bar=False, export=[])
     cfg = job_config(data, options["model"], train, out, root_dir=out)
@@ -136,7 +140,7 @@ def refit_backtest(
         for r, k in enumerate(firsts):
             origin = origin_of(w, k)
             frame = history_before(w, k)
-            cfg = refit_job(forecaster, Path(tmp) / f"refit{r}", plan.steps, plan.val_size)
+            cfg = refit_job(forecaster, Path(tmp) / f"refit{r}", plan.steps, plan.val_size, plan.lr)
             begun = time.perf_counter()
             try:
                 trained = run(cfg, frame=frame, init=parent if plan.mode == "warm" else None)
@@ -183,6 +187,7 @@ def refit_backtest(
         refit_mode=plan.mode,
         refit_steps=plan.steps,
         refit_val_size=plan.val_size,
+        refit_lr=plan.lr,
         refits=stats,
     )
     return result

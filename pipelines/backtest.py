@@ -28,6 +28,7 @@ def main(cfg: DictConfig) -> float:
         refit_mode=cfg.refit_mode,
         refit_steps=cfg.refit_steps,
         refit_val_size=cfg.refit_val_size,
+        refit_lr=cfg.refit_lr,
         refitter=refitter,
         batch_size=cfg.batch_size,
         runtime=cfg.runtime,

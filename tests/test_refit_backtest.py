@@ -104,6 +104,11 @@ def test_refit_options_parse_and_bad_values_are_one_line_errors():
     assert refit_plan("every:2", "warm", 10, 48) == RefitPlan(2, "warm", 10, 48)
     with pytest.raises(ConfigError, match="refit_val_size must be an integer >= 1"):
         refit_plan("every:2", "warm", 10, 0)
+    assert refit_plan("every:2", "warm", 10, None, "1e-4") == RefitPlan(2, "warm", 10, None, 1e-4)
+    for bad in (0, -1e-3, "fast", float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="refit_lr must be a positive number") as err:
+            refit_plan("every:2", "warm", 10, None, bad)
+        assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="refit_mode must be warm .* or scratch .*, got 'hot'"):
         refit_plan("every:2", "hot")
     with pytest.raises(ConfigError, match="refit_steps must be an integer >= 1"):
@@ -152,6 +157,15 @@ def test_refit_val_size_validates_each_refit_on_the_last_steps_before_its_origin
     refit_backtest(fitted.forecaster_, history, 2, season_length=M, plan=refit_plan("every:1", "warm", 2, 30))
     assert [job.cfg.data.val_size for job in trainings] == [30, 30]
     assert [job.dm.val_size for job in trainings] == [30, 30]  # the data module the refit trained with
+
+
+def test_refit_lr_is_each_refits_learning_rate(fitted, history, trainings):
+    refit_backtest(
+        fitted.forecaster_, history, 2, season_length=M, plan=refit_plan("every:1", "warm", 2, None, 3e-4)
+    )
+    assert [job.cfg.model.lr for job in trainings] == [3e-4, 3e-4]
+    assert [job.model.settings.config["model"]["lr"] for job in trainings] == [3e-4, 3e-4]
+    assert fitted.forecaster_.settings.config["model"]["lr"] == fitted.model.lr  # the saved model untouched
 
 
 @pytest.mark.parametrize("poisoned", [0, 1], ids=["after refit 0's origin", "after refit 1's origin"])
