@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--market", choices=protocol.EPF_MARKETS, default="NP")
     parser.add_argument("--months", type=int, default=1, help="new data: this many 30-day months")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--fine-tune-lr", type=float, default=None, help="the fine-tune's model.lr (default: the recipe's)"
+    )
     args = parser.parse_args(argv)
     common.quiet(args.verbose)
     args.base = [*(QUICK if args.quick else ()), *args.overrides]
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         lines = {}
         for name, init in (("scratch", None), ("fine-tune", champion.forecaster)):
             cfg = config(args, args.market, days.frame, test_start, Path(tmp), name)
+            if init is not None and args.fine_tune_lr is not None:
+                cfg.model.lr = args.fine_tune_lr
             start = time.perf_counter()
             trained = run(cfg, init=init)
             lines[name] = fit_line(args.market, name, trained, days, time.perf_counter() - start)
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             "ratio": None if reached is None else round(reached / lines["scratch"]["fit_s"], 3),
             "target_ratio": 0.2,
             "months": args.months,
+            "fine_tune_lr": args.fine_tune_lr,
             "seed": args.seed,
         }
     )
