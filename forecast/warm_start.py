@@ -184,6 +184,9 @@ def load_member(net: nn.Module, parent: Parent, i: int = 0) -> None:
 
 # Options that never come from the parent: where the new data is.
 _OWN_DATA = frozenset({"path", "dataset"})
+# The job's own, never the parent's: a fine-tune's rate is a tenth of the config's
+# (`forecast.training.FINETUNE_LR_FACTOR`); taking the parent's would shrink it tenfold per generation.
+_OWN_MODEL = frozenset({"lr"})
 
 
 def adopt_config(cfg: Any, parent: Parent, overridden: set[str]) -> Any:
@@ -205,7 +208,7 @@ def adopt_config(cfg: Any, parent: Parent, overridden: set[str]) -> Any:
             for key, value in (saved.get(group) or {}).items():
                 if (
                     key in _OWN_DATA
-                    or (group == "model" and key in _DATA_KEYS)
+                    or (group == "model" and (key in _DATA_KEYS or key in _OWN_MODEL))
                     or f"{group}.{key}" in overridden
                 ):
                     continue

@@ -153,6 +153,7 @@ def test_the_command_line_fine_tune_records_its_lineage_and_waits_for_the_gate(
     latest = client.get_model_version_by_alias("nightly", "candidate")
     assert str(latest.version) == "3"
     params = client.get_run(latest.run_id).data.params
+    assert float(params["model/lr"]) == pytest.approx(1e-4)  # a tenth of the recipe's 1e-3 when not given
     assert (params["model/hidden_size"], params["data/input_size"], params["model/segment_len"]) == (
         "16",
         "24",
