@@ -91,7 +91,15 @@ def log_dataset(cfg: DictConfig, dm: SeriesDataModule) -> None:
     digest.update("\x00".join(map(str, dm.ids)).encode())
     dataset = MetaDataset(source=source, name=name, digest=digest.hexdigest()[:16])
     rows, series = int(dm.arrays.offsets[-1]), len(dm.ids)
-    mlflow.log_input(dataset, context="training", tags={"rows": str(rows), "series": str(series)})
+    tags = {"rows": str(rows), "series": str(series)}
+    try:
+        mlflow.log_input(dataset, context="training", tags=tags)
+    except mlflow.exceptions.MlflowException as err:
+        # Two sweep workers on one SQLite store may insert the same dataset at once; MLflow's
+        # check-then-insert loses the race with a UNIQUE error. The row exists now: link to it.
+        if "UNIQUE constraint" not in str(err):
+            raise
+        mlflow.log_input(dataset, context="training", tags=tags)
     mlflow.set_tag("data_digest", dataset.digest)  # which data a refit saw, at a glance
 
 
