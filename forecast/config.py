@@ -123,6 +123,18 @@ class DataConfig(Options):
         "series also trains on its first `input_size - 1` targets from padded inputs "
         "([data.md](data.md#short-and-new-series))",
     )
+    store: str = option(
+        "auto",
+        "`memory`: the table is read whole; `mapped`: a Parquet `path` (file or folder, sorted by id) "
+        "is read in chunks into a memory-mapped store in `cache_dir`, for data larger than memory "
+        "([scaling.md](scaling.md#data-larger-than-memory)); `auto`: mapped for a Parquet table of "
+        "more than 10 million rows without covariates",
+    )
+    cache_dir: str | None = option(
+        None,
+        "where mapped stores are kept (one folder per table and split); `null`: "
+        "`$FORECAST_CACHE/series`, else `~/.cache/forecast/series`",
+    )
     train_stride: int = option(1, "steps between the origins of consecutive training windows")
     batch_size: int = option(256, "training windows per batch")
     eval_batch_size: int = option(1024, "validation and test windows per batch")

@@ -12,6 +12,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_only
@@ -87,7 +88,10 @@ def log_dataset(cfg: DictConfig, dm: SeriesDataModule) -> None:
         source, name = CodeDatasetSource({"forecast.dataset": str(embedded)}), str(embedded or "frame")
     # Digest of what training read (values and series ids), not of the file's bytes: the same
     # table re-exported gives the same digest.
-    digest = hashlib.sha256(dm.arrays.values.tobytes())
+    digest = hashlib.sha256()
+    values, step = dm.arrays.values, 1 << 24  # in slices: a mapped store's values may not fit in memory
+    for start in range(0, len(values), step):
+        digest.update(np.ascontiguousarray(values[start : start + step]).data)
     digest.update("\x00".join(map(str, dm.ids)).encode())
     dataset = MetaDataset(source=source, name=name, digest=digest.hexdigest()[:16])
     rows, series = int(dm.arrays.offsets[-1]), len(dm.ids)

@@ -129,6 +129,50 @@ class CrashAfterEpoch:
         return _Crash()
 
 
+class KillMidEpoch:
+    """A callback that ends every rank like `kill -9` after batch `batch` of epoch `epoch` (a
+    machine lost mid-epoch), unless the fit is a resumed one. Every rank exits at the same step,
+    so no rank is left waiting on the others."""
+
+    def __new__(cls, epoch: int, batch: int):
+        import os
+
+        from lightning.pytorch.callbacks import Callback
+
+        class _Kill(Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx):
+                if trainer.current_epoch == epoch and batch_idx == batch and not trainer.ckpt_path:
+                    os._exit(137)
+
+        return _Kill()
+
+
+class RecordShare:
+    """A callback that writes each rank's share of a mapped store to `share-<rank>.json` in the
+    working folder: the series and values it maps, and its training windows."""
+
+    def __new__(cls):
+        import json
+
+        from lightning.pytorch.callbacks import Callback
+
+        class _Record(Callback):
+            def on_train_start(self, trainer, pl_module):
+                dm = trainer.datamodule
+                share = dm.shard(trainer.global_rank, trainer.world_size)
+                record = {
+                    "values": int(share["train"].arrays.values.size),
+                    "series": len(share["train"].arrays.loc),
+                    "windows": len(share["train"]),
+                    "total_values": int(dm.arrays.values.size),
+                    "total_windows": len(dm.datasets["train"]),
+                }
+                with open(f"share-{trainer.global_rank}.json", "w") as out:
+                    json.dump(record, out)
+
+        return _Record()
+
+
 def env_with_tests_on_path(env: dict) -> dict:
     """Subprocess env in which `pipeline_helpers` is importable (for test-only callbacks)."""
     tests = str(ROOT / "tests")

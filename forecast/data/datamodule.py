@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
@@ -17,9 +18,11 @@ from forecast.config import DataConfig
 from forecast.data.calendar import fixed_step, season_length_for, step_index
 from forecast.data.covariate_encoder import CovariateEncoder
 from forecast.data.covariates import CovariateConfig, read_static_table, validate_covariates
-from forecast.data.io import TRAIN_COLUMNS_HINT, read_table
+from forecast.data.io import TRAIN_COLUMNS_HINT, check_input, is_parquet, read_table
 from forecast.data.scaling import SeriesScaler, segment_stats
+from forecast.data.sharding import ShardSampler, shard_bounds
 from forecast.data.splits import seasonal_mae, split_points
+from forecast.data.store import AUTO_ROWS, MappedSeries, StoreOptions, open_store, parquet_rows
 from forecast.data.validation import (
     ColumnSpec,
     _examples,
@@ -29,6 +32,7 @@ from forecast.data.validation import (
 from forecast.data.windows import (
     SeriesArrays,
     WindowDataset,
+    WindowIndex,
     collate_batch,
     window_starts,
 )
@@ -119,6 +123,14 @@ class SeriesDataModule(L.LightningDataModule):
         if padded_windows not in ("short", "all"):
             raise ConfigError(f"data.padded_windows must be 'short' or 'all', got {padded_windows!r}")
         self.padded_windows = padded_windows
+        if c.store not in ("auto", "memory", "mapped"):
+            raise ConfigError(f"data.store must be auto, memory or mapped, got {c.store!r}")
+        self.store = c.store
+        self.cache_dir = c.cache_dir
+        self.mapped: MappedSeries | None = None  # the memory-mapped store, when training reads one
+        self._shard: tuple | None = None  # (rank, world, datasets) of this DDP rank's share
+        # training draws of a mapped store: from the seed set before the data module (seed_everything)
+        self._sampler_seed = int(torch.initial_seed() % 2**31)
         self.train_stride = train_stride
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -155,6 +167,85 @@ class SeriesDataModule(L.LightningDataModule):
         """Validate once and build the window index; later calls are no-ops."""
         if self.arrays is not None:
             return
+        if self._use_store():
+            offsets, val_start, test_start = self._setup_mapped()
+        else:
+            offsets, val_start, test_start = self._setup_in_memory()
+        self._build_windows(offsets, val_start, test_start)
+
+    def _use_store(self) -> bool:
+        """Whether training reads a memory-mapped store (`data.store`, forecast.data.store)."""
+        path = self.hparams.path
+        if self.store == "memory" or (self.store == "auto" and (path is None or self._frame is not None)):
+            return False
+        if path is None or self._frame is not None:
+            raise ConfigError(
+                "data.store=mapped reads data.path (a Parquet file or folder), not an embedded dataset "
+                "or a table in memory; set data.store=memory or auto"
+            )
+        checked = check_input(path)
+        parquet = is_parquet(checked)
+        if self.store == "auto":
+            return parquet and self.covariate_config.empty and parquet_rows(checked) > AUTO_ROWS
+        if not parquet:
+            raise ConfigError(
+                f"data.store=mapped reads Parquet, and {path} is not: convert it (pandas.read_csv(...)"
+                ".to_parquet(...)) or set data.store=memory"
+            )
+        if not self.covariate_config.empty:
+            raise ConfigError(
+                "data.store=mapped stores the target only, and covariates are declared "
+                f"({list(self.covariate_config.columns)}): set data.store=memory"
+            )
+        return True
+
+    def _setup_mapped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Open (or build) the memory-mapped store: the values stay on disk, mapped."""
+        options = StoreOptions(
+            columns=self.columns,
+            freq=self.freq,
+            missing=self.missing,
+            empty_series=self.empty_series,
+            horizon=self.horizon,
+            val_size=self.val_size,
+            test_size=self.test_size,
+            scaler=self.scaler_kind,
+            season_length=self.season_length,
+        )
+        store = self.mapped = open_store(self.hparams.path, options, self.cache_dir)
+        if store.left_out:
+            self.left_out = store.left_out
+            log.warning(
+                "left %d of %d series out of training: fewer than horizon + 1 = %d steps, no training "
+                "window (%s)",
+                len(store.left_out),
+                len(store.ids) + len(store.left_out),
+                self.horizon + 1,
+                _examples(store.left_out),
+            )
+        self.data_freq, self.season_length = store.freq, store.season_length
+        self.ids, self.first_time, offsets = store.ids, store.first_time, store.offsets
+        n = np.diff(offsets)
+        val_start, test_start = split_points(n, self.horizon, self.val_size, self.test_size)
+        self._require_eval_windows(n, val_start, test_start)
+        self.val_start, self.test_start = val_start, test_start
+        stats = pd.DataFrame(
+            {"loc": store.loc, "scale": store.scale}, index=pd.Index(self.ids, name="unique_id")
+        )
+        self.scaler = SeriesScaler(kind=self.scaler_kind, stats=stats.astype("float32"))
+        self.arrays = SeriesArrays(
+            values=store.values,
+            offsets=offsets,
+            loc=store.loc,
+            scale=store.scale,
+            mase_scale=store.mase_scale,
+            first_step=self._first_steps(self.first_time.to_numpy()),
+            codes=self.scaler.codes(self.ids),
+        )
+        return offsets, val_start, test_start
+
+    def _setup_in_memory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read and validate the whole table, keep its values in memory."""
         validated = validate_long_frame(
             self._read(),
             columns=self.columns,
@@ -212,7 +303,33 @@ class SeriesDataModule(L.LightningDataModule):
         # Arrow's allocator keeps freed pages of the table it read (gigabytes at 100M rows);
         # hand them back so the process holds what the data module holds.
         pa.default_memory_pool().release_unused()
+        return offsets, val_start, test_start
+
+    def _build_windows(self, offsets: np.ndarray, val_start: np.ndarray, test_start: np.ndarray) -> None:
+        """The training, validation and test windows of every series."""
+        n = np.diff(offsets)
         L, H = self.input_size, self.horizon
+        assert self.arrays is not None
+        self.datasets = self._window_datasets(self.arrays, val_start, test_start)
+        full = val_start >= L + H
+        log.info(
+            "data: %d series, %d steps; windows train %d, val %d, test %d; %d series shorter than "
+            "input_size + horizon train on padded inputs, %d have no validation part, %d no test part",
+            len(n),
+            offsets[-1],
+            *(len(self.datasets[s]) for s in ("train", "val", "test")),
+            int((~full).sum()),
+            int((test_start - val_start < H).sum()),
+            int((n - test_start < H).sum()) if self.test_size else 0,
+        )
+
+    def _window_datasets(
+        self, arrays: SeriesArrays, val_start: np.ndarray, test_start: np.ndarray
+    ) -> dict[str, WindowDataset]:
+        """train/val/test windows over `arrays` (all series, or one DDP rank's share)."""
+        offsets, n = arrays.offsets, arrays.lengths
+        L, H = self.input_size, self.horizon
+        datasets = {}
         # Series with a full input before their validation part keep exactly the windows they
         # always had (first target at step L), so results on data of long series do not move.
         # A series too short for that trains on every window with at least one observed input
@@ -231,19 +348,12 @@ class SeriesDataModule(L.LightningDataModule):
             "test": (test_start, n, 1),
         }
         for name, (first, last, stride) in splits.items():
-            starts = window_starts(offsets, first, last, L, H, stride)
+            # A mapped store's windows are counted per series, not listed (forecast.data.windows).
+            index = WindowIndex if self.mapped is not None else window_starts
+            starts = index(offsets, first, last, L, H, stride)
             padded = bool(np.any((first < L) & (last - first >= H)))
-            self.datasets[name] = WindowDataset(self.arrays, starts, L, H, padded=padded)
-        log.info(
-            "data: %d series, %d steps; windows train %d, val %d, test %d; %d series shorter than "
-            "input_size + horizon train on padded inputs, %d have no validation part, %d no test part",
-            len(n),
-            offsets[-1],
-            *(len(self.datasets[s]) for s in ("train", "val", "test")),
-            int((~full).sum()),
-            int((test_start - val_start < H).sum()),
-            int((n - test_start < H).sum()) if self.test_size else 0,
-        )
+            datasets[name] = WindowDataset(arrays, starts, L, H, padded=padded)
+        return datasets
 
     def _encode_covariates(self, frame: pd.DataFrame, offsets: np.ndarray, val_start: np.ndarray) -> dict:
         """SeriesArrays' covariate fields: the encoder fitted on each series' training rows (those
@@ -334,11 +444,21 @@ class SeriesDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset, sampler = self.datasets[split], None
         trainer = self.trainer
-        if split != "train" and trainer is not None and trainer.world_size > 1:
+        world = trainer.world_size if trainer is not None else 1
+        if self.mapped is not None:
+            # A mapped store: each rank its own series (forecast.data.sharding); training draws
+            # with replacement (no permutation of every window), evaluation scores each once.
+            rank = trainer.global_rank if trainer is not None else 0
+            total = len(dataset)
+            if world > 1:
+                dataset = self.shard(rank, world)[split]
+            length = -(-total // world) if split == "train" else len(dataset)
+            sampler = ShardSampler(dataset, length, shuffle, self._sampler_seed, rank, world)
+        elif split != "train" and world > 1:
             # Lightning's default DistributedSampler pads ranks to equal length, scoring some
             # windows twice; this one gives every window to exactly one rank.
             sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+                dataset, num_replicas=world, rank=trainer.global_rank, shuffle=False
             )
         return DataLoader(
             dataset,
@@ -349,6 +469,39 @@ class SeriesDataModule(L.LightningDataModule):
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
         )
+
+    def shard(self, rank: int, world: int) -> dict[str, WindowDataset]:
+        """This DDP rank's train/val/test windows over its own series of the mapped store, whose
+        values it alone maps (`forecast.data.sharding`); built once per rank."""
+        if self._shard is not None and self._shard[:2] == (rank, world):
+            return self._shard[2]
+        assert self.mapped is not None and self.arrays is not None
+        a, train = self.arrays, self.datasets["train"].starts
+        bounds = shard_bounds(np.diff(train.cum), world)
+        lo, hi = int(bounds[rank]), int(bounds[rank + 1])
+        offsets = a.offsets[lo : hi + 1]
+        arrays = SeriesArrays(
+            values=self.mapped.values_of(int(offsets[0]), int(offsets[-1])),
+            offsets=offsets - offsets[0],
+            loc=a.loc[lo:hi],
+            scale=a.scale[lo:hi],
+            mase_scale=a.mase_scale[lo:hi],
+            first_step=None if a.first_step is None else a.first_step[lo:hi],
+            codes=None if a.codes is None else a.codes[lo:hi],
+        )
+        assert self.val_start is not None and self.test_start is not None
+        datasets = self._window_datasets(arrays, self.val_start[lo:hi], self.test_start[lo:hi])
+        log.info(
+            "rank %d of %d: series %d to %d (%d steps), %d training windows",
+            rank,
+            world,
+            lo,
+            hi - 1,
+            offsets[-1] - offsets[0],
+            len(datasets["train"]),
+        )
+        self._shard = (rank, world, datasets)
+        return datasets
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

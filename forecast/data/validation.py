@@ -97,7 +97,7 @@ def _coerce_target(df: pd.DataFrame, cols: ColumnSpec) -> pd.Series:
     return y.astype("float32")
 
 
-def _coerce_time(df: pd.DataFrame, cols: ColumnSpec) -> pd.Series:
+def _coerce_time(df: pd.DataFrame, cols: ColumnSpec, first_row: int = 0) -> pd.Series:
     ds = df[cols.time_col]
     if pd.api.types.is_datetime64_any_dtype(ds):
         if getattr(ds.dt, "tz", None) is not None:
@@ -118,7 +118,7 @@ def _coerce_time(df: pd.DataFrame, cols: ColumnSpec) -> pd.Series:
                 "convert every time stamp to one zone (or to naive UTC) first"
             )
     try:
-        parsed = _parse_one_format(ds, cols.time_col)
+        parsed = _parse_one_format(ds, cols.time_col, first_row)
     except DataValidationError:
         raise
     except (ValueError, TypeError) as err:  # pandas refuses mixed UTC offsets outright
@@ -140,7 +140,7 @@ def _coerce_time(df: pd.DataFrame, cols: ColumnSpec) -> pd.Series:
     return parsed
 
 
-def _parse_one_format(ds: pd.Series, name: str) -> pd.Series:
+def _parse_one_format(ds: pd.Series, name: str, first_row: int = 0) -> pd.Series:
     """Time stamps parsed in one format for the whole column (ISO 8601, else the format of the
     first value); NaT where a value does not parse. Two formats in one column is an error naming
     them: parsed value by value, "01/02/2024" beside "2024-02-01" silently swaps day and month
@@ -155,7 +155,7 @@ def _parse_one_format(ds: pd.Series, name: str) -> pd.Series:
     shapes = text.str.replace(r"\d", "9", regex=True)
     if shapes.nunique() > 1:
         firsts = shapes.drop_duplicates().head(_EXAMPLES)
-        seen = ", ".join(f"{shape!r} (row {row}: {text[row]!r})" for row, shape in firsts.items())
+        seen = ", ".join(f"{shape!r} (row {row + first_row}: {text[row]!r})" for row, shape in firsts.items())
         raise DataValidationError(
             f"time column {name!r} mixes {shapes.nunique()} formats: {seen}; write every time stamp "
             "in one format (ISO 8601: 2024-01-31 13:00:00)"
@@ -266,12 +266,15 @@ def validate_long_frame(
     freq: str | int | None = None,
     missing: MissingPolicy = "error",
     empty_series: EmptyPolicy | None = "error",
+    first_row: int = 0,
 ) -> ValidatedFrame:
     """Check a long table against the data contract and return it sorted and typed.
 
     Series may be of any length (training pads short inputs, see `SeriesDataModule`); a series
     with no observed target at all is an error, or dropped with `empty_series="drop"`. None
     leaves that to the caller (the forecast checks every series' input window instead).
+    `first_row`: the table's first row is that row of a larger one read in chunks (errors name
+    rows of the whole table).
     """
     if missing not in ("error", "mask"):
         raise DataValidationError(f"data.missing must be 'error' or 'mask', got {missing!r}")
@@ -281,10 +284,10 @@ def validate_long_frame(
     c = columns
     ids = df[c.id_col]
     if ids.isna().any():
-        rows = np.flatnonzero(ids.isna().to_numpy())
+        rows = np.flatnonzero(ids.isna().to_numpy()) + first_row
         raise DataValidationError(f"id column {c.id_col!r} has empty values at rows {_examples(rows)}")
     frame = pd.DataFrame(
-        {c.id_col: ids, c.time_col: _coerce_time(df, c), c.target_col: _coerce_target(df, c)}
+        {c.id_col: ids, c.time_col: _coerce_time(df, c, first_row), c.target_col: _coerce_target(df, c)}
     )
     extra = [col for col in df.columns if col not in frame.columns]
     for col in extra:

@@ -71,6 +71,46 @@ def window_starts(
     return starts.astype(dtype)
 
 
+class WindowIndex:
+    """The starts `window_starts` lists, computed per lookup from per-series counts.
+
+    A flat array of starts costs 4 bytes a window: 2.8 GB at a million series of 700 training
+    windows each, more than the values they point into. This holds three numbers a series and
+    finds a window's series by binary search over the running counts; `index[i]` equals
+    `window_starts(...)[i]` for every i, so sampling and order are the same.
+    """
+
+    def __init__(
+        self,
+        offsets: np.ndarray,
+        first_target: np.ndarray,
+        last_target: np.ndarray,
+        input_size: int,
+        horizon: int,
+        stride: int = 1,
+    ):
+        first_start = np.asarray(first_target, dtype=np.int64) - input_size
+        last_start = np.asarray(last_target, dtype=np.int64) - horizon - input_size
+        counts = np.maximum((last_start - first_start) // stride + 1, 0)
+        self.base = offsets[:-1].astype(np.int64) + first_start  # (n_series,) first window's start
+        self.cum = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # (n_series + 1,)
+        self.stride = stride
+        self.dtype = np.dtype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.cum[-1])
+
+    def __getitem__(self, index) -> np.ndarray:
+        i = np.asarray(index, dtype=np.int64)
+        i = np.where(i < 0, i + len(self), i)
+        series = np.searchsorted(self.cum, i, side="right") - 1
+        return self.base[series] + (i - self.cum[series]) * self.stride
+
+    def astype(self, dtype) -> np.ndarray:
+        """Every start as one array (for checks on small data; this is the memory it saves)."""
+        return self[np.arange(len(self))].astype(dtype)
+
+
 class WindowDataset(Dataset):
     """Serves (input, target) windows by fancy indexing a whole batch at once.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 from app_runner import run_inprocess
 from mlflow import MlflowClient
 from pipeline_helpers import ROOT, TINY_TRAIN, env_with_tests_on_path, run_pipeline
@@ -34,10 +36,18 @@ def _runs(experiment: str = "forecast") -> pd.DataFrame:
     return mlflow.search_runs(experiment_names=[experiment])
 
 
-def test_ddp_two_cpu_processes(work):
+def test_ddp_two_cpu_processes_each_on_its_own_share(work):
     path, env = work
+    env = {**env_with_tests_on_path(env), "FORECAST_CACHE": str(path / "cache")}
     args = [*TINY_TRAIN, "data.path=history.parquet", "trainer=ddp_cpu", "trainer.devices=2", "register=true"]
+    args += ["data.store=mapped", "+callbacks.share._target_=pipeline_helpers.RecordShare"]
     run_pipeline("train.py", args, path, env)
+
+    # Each rank mapped its own half of the series (6 series of one length: 3 each), no more.
+    shares = [json.loads((path / f"share-{r}.json").read_text()) for r in (0, 1)]
+    assert [s["series"] for s in shares] == [3, 3]
+    assert sum(s["values"] for s in shares) == shares[0]["total_values"]
+    assert sum(s["windows"] for s in shares) == shares[0]["total_windows"]
 
     runs = _runs()
     assert len(runs) == 1, "one MLflow run for the whole DDP training"
@@ -53,6 +63,28 @@ def test_ddp_two_cpu_processes(work):
     pred = forecaster.predict(history)
     mae = np.abs(pred["y_hat"].to_numpy() - actual["y"].to_numpy()).mean()
     assert run["metrics.test/mae"] == pytest.approx(mae, rel=1e-4)
+
+
+def test_ddp_killed_mid_epoch_resumes_to_the_same_step(work):
+    path, env = work
+    env = env_with_tests_on_path(env)
+    args = [*TINY_TRAIN, "data.path=history.parquet", "trainer=ddp_cpu", "trainer.devices=2"]
+    args += ["trainer.max_epochs=3", "callbacks.early_stopping=null"]
+    kill = ["+callbacks.kill._target_=pipeline_helpers.KillMidEpoch", "+callbacks.kill.epoch=1"]
+    killed = run_pipeline("train.py", [*args, *kill, "+callbacks.kill.batch=1"], path, env, check=False)
+    assert killed.returncode == 137, killed.stderr[-3000:]
+    (run_id,) = _runs().run_id
+
+    run_pipeline("train.py", [*args, "resume=latest"], path, env)
+    runs = _runs()
+    assert list(runs.run_id) == [run_id] and runs.iloc[0].status == "FINISHED"
+    # An unbroken run takes 3 epochs x 3 batches: the resumed one ends at that step, its epoch
+    # 1 redone from the checkpoint of epoch 0 (the batches after it were lost with the ranks).
+    (last,) = path.glob("logs/train/runs/*/checkpoints/last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert (state["global_step"], state["epoch"]) == (9, 2)
+    train_steps = {m.step for m in MlflowClient().get_metric_history(run_id, "train/loss_epoch")}
+    assert len(train_steps) == 3
 
 
 def test_resume_after_a_crash_continues_the_same_run(work, monkeypatch, capsys):
