@@ -17,7 +17,7 @@ TEST_WORKERS ?= -n 2 --dist loadfile
 SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-fast demo demo-covariates forecast backtest promote nightly serve ui bench-quick wheel clean
+.PHONY: help install lint format test test-fast demo demo-covariates forecast backtest promote nightly serve ui bench-quick gpu-wheels wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 bench-quick: $(STAMP) ## smoke-run the benchmark scripts with a reduced budget
 	$(PY) bench/m4_hourly.py --quick
 	$(PY) bench/etth1.py --quick
+
+gpu-wheels: $(STAMP) ## wheels of what a GPU machine lacks, into .whl/ for bench/gpu.sh (bench/README.md, GPU)
+	$(PY) bench/gpu_wheels.py --download .whl
 
 wheel: $(STAMP) ## build dist/forecast-*.tar.gz and the wheel from it, as python -m build does (no build/)
 	rm -f dist/forecast-*

@@ -165,18 +165,7 @@ def worker_train(args: argparse.Namespace) -> None:
         window_norm=args.window_norm == "true",  # explicit: the Python default changed (issue 19)
     )
     timer = step_timer(L.Callback, args.warmup)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=args.warmup + args.steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-        num_sanity_val_steps=0,
-    )
+    trainer = steps_trainer(args.warmup + args.steps, [timer])
     started = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     wall = time.perf_counter() - started
@@ -215,6 +204,26 @@ def worker_train(args: argparse.Namespace) -> None:
     register(info.model_uri, name, "champion")
     record["model_uri"] = f"models:/{name}@champion"
     emit(record)
+
+
+def steps_trainer(max_steps: int, callbacks: list, accelerator: str = "cpu", precision: str | None = None):
+    """A Lightning trainer that only trains `max_steps` steps: no validation, logging,
+    checkpoints or progress bar (what a throughput figure times)."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+    )
 
 
 def label(segment_len: int) -> str:

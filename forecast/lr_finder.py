@@ -50,6 +50,8 @@ def _refusal(what: str) -> ConfigError:
 def check_tune_lr(trainer_cfg: Any) -> None:
     """Refuse `tune_lr=true` before anything runs when the trainer config is distributed (DDP,
     several devices or nodes): Lightning's finder is single-process."""
+    if trainer_cfg.get("ray") is not None:
+        raise _refusal("trainer=ray trains on Ray workers")
     strategy = str(trainer_cfg.get("strategy") or "auto")
     if any(name in strategy for name in DISTRIBUTED):
         raise _refusal(f"trainer.strategy={strategy}")

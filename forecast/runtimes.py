@@ -21,12 +21,16 @@ NetRunner = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
 def torch_runner(net: nn.Module, keys: Sequence[str] = ("x", "x_mask")) -> NetRunner:
-    """Run the PyTorch network on the batch keys it reads (`input_keys`), without autograd."""
+    """Run the PyTorch network on the batch keys it reads (`input_keys`), without autograd, on
+    the device its weights are on when it runs: a net moved to CUDA (`forecaster.net.cuda()`)
+    forecasts there, and its output comes back as a NumPy array all the same."""
     keys = tuple(keys)
 
     def run(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        weight = next(net.parameters(), None)
+        device = torch.device("cpu") if weight is None else weight.device
         with torch.inference_mode():
-            return net({k: torch.from_numpy(batch[k]) for k in keys}).numpy()
+            return net({k: torch.from_numpy(batch[k]).to(device) for k in keys}).cpu().numpy()
 
     return run
 

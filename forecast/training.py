@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -39,6 +39,7 @@ from forecast.data.datamodule import SeriesDataModule
 from forecast.distributed import hydra_job_argv
 from forecast.errors import ConfigError, TrackingUnavailableError, require_int
 from forecast.finite import require_finite
+from forecast.fitting import FitOutcome, fit_and_test
 from forecast.forecaster import Forecaster, ForecasterSettings
 from forecast.intervals import calibrate, check_levels, check_scale
 from forecast.lr_finder import check_tune_lr, find_lr
@@ -46,6 +47,14 @@ from forecast.models.ensemble import COMBINE, DEFAULT_COMBINE, EnsembleNet, chec
 from forecast.models.module import ForecastModule
 from forecast.models.registry import ENSEMBLE
 from forecast.publishing import Published, flatten, keep_unpublished_run, publish
+from forecast.ray_training import (
+    RayJob,
+    check_ray,
+    fit_on_ray,
+    lightning_options,
+    ray_options,
+    worker_trainer_options,
+)
 from forecast.short_history import calibrate_short_history
 from forecast.stale_runs import claim_run
 from forecast.tracking.http import check_server, is_outage
@@ -107,10 +116,6 @@ def build_forecaster(
     return forecaster
 
 
-def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
-    return trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
-
-
 @dataclass
 class FitResult:
     """What a fit leaves behind: the best weights, the data, the scores and the MLflow run."""
@@ -147,6 +152,7 @@ def fit(
     check_levels(cfg.get("intervals"))
     check_scale(cfg.get("interval_scale", "window"))
     members, combine = ensemble_options(cfg)
+    check_ray(cfg.trainer)  # trainer=ray: its options, Ray installed, the cluster answering
     if cfg.get("tune_lr") and not resume:
         check_tune_lr(cfg.trainer)
     if members > 1 and (resume or cfg.get("tune_lr")):
@@ -218,32 +224,20 @@ def fit(
     if cfg.get("tune_lr"):
         find_lr(trainer, module, dm, resumed=bool(resume))
     with hydra_job_argv([f"resume={resume}"] if resume else None):
-        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        checkpoint = _checkpoint_callback(trainer)
-        best = checkpoint.best_model_path if checkpoint is not None else ""
-        if dm.test_size and not (pruning and pruning.pruned):
-            trainer.test(
-                module, datamodule=dm, ckpt_path="best" if best else None, weights_only=True, verbose=False
-            )
-            metrics.update(
-                {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-            )
-        elif best:
-            state = load_checkpoint(best)["state_dict"]
-            module.load_state_dict(state)
+        outcome = _fit(cfg, trainer, callbacks, module, dm, resume, bool(dm.test_size), pruning)
+    metrics = outcome.metrics
 
     target = cfg.get("optimized_metric")
     value = metrics.get(target) if target else None
-    if best and checkpoint.monitor == target and checkpoint.best_model_score is not None:
-        value = float(checkpoint.best_model_score)
+    if outcome.best_model_path and outcome.monitor == target and outcome.best_model_score is not None:
+        value = outcome.best_model_score
     if value is not None and not np.isfinite(value):
         log.warning("optimized metric %s is %s", target, value)
-    metrics["train/steps"] = float(trainer.global_step)
+    metrics["train/steps"] = float(outcome.global_step)
     if logger and rank_zero_only.rank == 0 and parent is not None:
-        logger.log_metrics({"train/steps": float(trainer.global_step)})
+        logger.log_metrics({"train/steps": float(outcome.global_step)})
     run_id = getattr(logger, "run_id", None) if logger and rank_zero_only.rank == 0 else None
-    pruned = bool(pruning and pruning.pruned)
+    pruned = outcome.pruned
     if isinstance(logger, ResilientMLFlowLogger) and not pruned and logger.settle():
         raise _keep_unpublished(cfg, logger, module, dm, metrics)
     return FitResult(module, dm, trainer, metrics, value, run_id, pruned, config=cfg)
@@ -310,13 +304,40 @@ def _callbacks(
 
 
 def _progress_bar(cfg: DictConfig) -> bool:
-    return bool(cfg.trainer.get("enable_progress_bar", True)) and on_terminal()
+    # Ray workers' output reaches this terminal line by line: an epoch line each, not a bar.
+    on_ray = cfg.trainer.get("ray") is not None
+    return bool(cfg.trainer.get("enable_progress_bar", True)) and on_terminal() and not on_ray
 
 
 def _trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.Trainer:
+    """The job's Lightning trainer (under `trainer=ray`, this process's, which fits nothing)."""
     return instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=_progress_bar(cfg)
+        lightning_options(cfg.trainer),
+        callbacks=callbacks,
+        logger=logger,
+        enable_progress_bar=_progress_bar(cfg),
     )
+
+
+def _fit(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    callbacks: list[Callback],
+    module: ForecastModule,
+    dm: SeriesDataModule,
+    ckpt_path: str | None = None,
+    test: bool = True,
+    pruning: Any = None,
+    seed: int | None = None,
+) -> FitOutcome:
+    """Fit (and test) in this process, or on Ray Train workers under `trainer=ray`
+    (`forecast.ray_training`); `seed`: the workers', the job's unless given."""
+    options = ray_options(cfg.trainer)
+    if options is None:
+        return fit_and_test(trainer, module, dm, ckpt_path, test, pruning)
+    seed = cfg.get("seed") if seed is None else seed
+    job = RayJob(module, dm, callbacks, worker_trainer_options(cfg.trainer), ckpt_path, test, pruning, seed)
+    return fit_on_ray(options, job, trainer)
 
 
 def _fit_ensemble(
@@ -359,22 +380,21 @@ def _fit_ensemble(
                 child.log_hyperparams(
                     flatten({**OmegaConf.to_container(cfg, resolve=True), "seed": member_seed})
                 )
-        callbacks = _callbacks(cfg, [], getattr(child, "run_id", None), pruning if i == 0 else None, member=i)
+        member_pruning = pruning if i == 0 else None
+        callbacks = _callbacks(cfg, [], getattr(child, "run_id", None), member_pruning, member=i)
         trainer = _trainer(cfg, callbacks, child)
         log.info("ensemble member %d of %d (seed %s)", i + 1, members, member_seed)
-        trainer.fit(module, datamodule=dm, weights_only=True)
-        if pruning is not None and getattr(pruning, "pruned", False):
-            return FitResult(module, dm, trainer, {}, None, parent_id, True, config=cfg)
-        checkpoint = _checkpoint_callback(trainer)
-        if checkpoint is not None and checkpoint.best_model_path:
-            module.load_state_dict(load_checkpoint(checkpoint.best_model_path)["state_dict"])
-        score = checkpoint.best_model_score if checkpoint is not None else None
-        target = cfg.get("optimized_metric") or "val/loss"
-        value = (
-            float(score) if score is not None else float(trainer.callback_metrics.get(target, float("nan")))
+        # Untested: the best checkpoint's weights are loaded into `module`.
+        outcome = _fit(
+            cfg, trainer, callbacks, module, dm, test=False, pruning=member_pruning, seed=member_seed
         )
+        if outcome.pruned:
+            return FitResult(module, dm, trainer, {}, None, parent_id, True, config=cfg)
+        target = cfg.get("optimized_metric") or "val/loss"
+        score = outcome.best_model_score
+        value = score if score is not None else float(outcome.metrics.get(target, float("nan")))
         summary_metrics[f"member{i}/{target.replace('/', '_')}"] = value
-        steps += trainer.global_step
+        steps += outcome.global_step
         if isinstance(child, ResilientMLFlowLogger) and child.settle():
             log.warning("member %d's training curves were not all logged: %s", i, child.failure)
         nets.append(module.net)

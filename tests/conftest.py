@@ -11,6 +11,13 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the tests' Ray cluster listens on loopback only
+if "FORECAST_CACHE" not in os.environ:  # mapped training stores (data.store): never in ~/.cache
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["FORECAST_CACHE"] = tempfile.mkdtemp(prefix="forecast-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FORECAST_CACHE"], True)
 
 from pathlib import Path  # noqa: E402
 
@@ -24,6 +31,19 @@ from forecast.data.synthetic import synthetic_long  # noqa: E402
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_CUDA = (
+    "needs a CUDA device and torch.cuda.is_available() is False here; "
+    "bench/gpu.sh runs these tests on a GPU machine (bench/README.md, GPU)"
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run where CUDA is; elsewhere (CI, laptops) they are skipped, saying why."""
+    if torch.cuda.is_available():
+        return
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(pytest.mark.skip(reason=NO_CUDA))
 
 
 @pytest.fixture

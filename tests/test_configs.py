@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from forecast.ray_training import RayTrainOptions, lightning_options, ray_options
 from forecast.training import fit
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -35,12 +36,13 @@ def test_models_instantiate(model, tmp_path):
     assert type(module.net.encoder).__name__ == ("GRU" if model == "gru" else "LSTM")
 
 
-@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_cpu", "multinode"])
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_cpu", "multinode", "ray"])
 def test_trainers_compose(trainer, tmp_path):
     cfg = compose_train([f"trainer={trainer}"], tmp_path)
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
-    if trainer in ("cpu", "ddp_cpu"):
-        instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    if trainer in ("cpu", "ddp_cpu", "ray"):
+        instantiate(lightning_options(cfg.trainer), logger=False, enable_checkpointing=False)
+    assert ray_options(cfg.trainer) == (RayTrainOptions() if trainer == "ray" else None)
 
 
 def test_default_data_and_callbacks_instantiate(tmp_path):

@@ -28,10 +28,19 @@ def test_quick_run_prints_a_line_per_stage(tmp_path, monkeypatch, capfd):
 
 
 @pytest.mark.slow
-def test_setup_scale_prints_one_line_per_size(tmp_path, monkeypatch, capfd):
-    args = ["--sizes", "20,40", "--length", "400", "--workdir", str(tmp_path)]
-    lines = run_bench_inprocess("setup_scale.py", args, monkeypatch, capfd)
-    assert [(r["series"], r["rows"]) for r in lines] == [(20, 8000), (40, 16000)]
+def test_setup_scale_prints_one_line_per_size_and_store(tmp_path, monkeypatch, capfd):
+    args = ["--sizes", "20", "--length", "400", "--workdir", str(tmp_path), "--train-steps", "2"]
+    lines = run_bench_inprocess("setup_scale.py", [*args, "--warmup", "1"], monkeypatch, capfd)
+    assert [r["stage"] for r in lines] == ["read", "mapped", "mapped-reuse", "memory"]
     for r in lines:
-        assert r["setup_s"] >= 0 and r["peak_rss_mb"] > 0 and "held_vs_raw" in r
+        assert r["peak_rss_mb"] > 0
+        if r["stage"] == "read":
+            assert r["read_s"] >= 0 and r["rows"] == 8000
+            continue
+        assert r["setup_s"] >= 0 and r["rows"] == r["series"] * 400 and "rss_anon_mb" in r
         assert r["raw_mb"] == pytest.approx(r["rows"] * 4 / 2**20, abs=0.05)
+        if r["stage"] != "mapped-reuse":
+            assert r["windows_per_s"] > 0
+    mapped, memory = lines[1], lines[3]
+    assert mapped["train_windows"] == memory["train_windows"]
+    assert not list(tmp_path.glob("cache_*"))  # the stores go with the run

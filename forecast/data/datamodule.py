@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from forecast.data.io import TRAIN_COLUMNS_HINT, check_input, is_parquet, read_t
 from forecast.data.scaling import SeriesScaler, segment_stats
 from forecast.data.sharding import ShardSampler, shard_bounds
 from forecast.data.splits import seasonal_mae, split_points
-from forecast.data.store import AUTO_ROWS, MappedSeries, StoreOptions, open_store, parquet_rows
+from forecast.data.store import AUTO_ROWS, MappedSeries, StoreOptions, open_store, parquet_rows, reopen
 from forecast.data.validation import (
     ColumnSpec,
     _examples,
@@ -172,6 +173,26 @@ class SeriesDataModule(L.LightningDataModule):
         else:
             offsets, val_start, test_start = self._setup_in_memory()
         self._build_windows(offsets, val_start, test_start)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for another process (trainer=ray sends the set-up data module to its workers):
+        a mapped store's values travel as the store's folder and are mapped again there, not as
+        gigabytes of bytes. The folder must be reachable from the workers (`data.cache_dir` on a
+        shared file system when they run on other machines)."""
+        state = self.__dict__.copy()
+        if self.mapped is not None and self.arrays is not None:
+            state["mapped"] = dataclasses.replace(self.mapped, values=np.zeros(0, np.float32))
+            state["arrays"] = dataclasses.replace(self.arrays, values=np.zeros(0, np.float32))
+            state["datasets"], state["_shard"] = {}, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.mapped is not None and self.arrays is not None:
+            self.mapped = reopen(self.mapped)
+            self.arrays = dataclasses.replace(self.arrays, values=self.mapped.values)
+            assert self.val_start is not None and self.test_start is not None
+            self.datasets = self._window_datasets(self.arrays, self.val_start, self.test_start)
 
     def _use_store(self) -> bool:
         """Whether training reads a memory-mapped store (`data.store`, forecast.data.store)."""

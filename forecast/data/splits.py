@@ -7,15 +7,27 @@ import numpy as np
 
 
 def seasonal_mae(values: np.ndarray, offsets: np.ndarray, ends: np.ndarray, season: int) -> np.ndarray:
-    """Per-series in-sample MAE of the seasonal naive forecast over [start, end): MASE's scale."""
-    out = np.ones(len(offsets) - 1, dtype=np.float32)
-    for i in range(len(out)):
-        y = values[offsets[i] : offsets[i] + ends[i]]
-        m = season if len(y) > season else 1
-        diffs = np.abs(y[m:] - y[:-m])
-        mean = float(np.nanmean(diffs)) if np.isfinite(diffs).any() else 0.0
-        out[i] = mean if mean > 1e-8 else 1.0
-    return out
+    """Per-series in-sample MAE of the seasonal naive forecast over [start, end): MASE's scale.
+
+    A series no longer than `season` uses lag 1; a series with no pair of observed values, or
+    no error at all, gets 1. Vectorised over all series (one pass over the values, float64
+    sums): a loop over a million series took minutes of a mapped store's set-up.
+    """
+    starts = offsets[:-1].astype(np.int64)
+    lengths = np.asarray(ends, dtype=np.int64)
+    lag = np.where(lengths > season, season, 1)
+    pairs = np.maximum(lengths - lag, 0)  # |y[t] - y[t - lag]| for t in [lag, length)
+    total = int(pairs.sum())
+    series = np.repeat(np.arange(len(starts)), pairs)
+    within = np.arange(total) - np.repeat(np.cumsum(pairs) - pairs, pairs) + np.repeat(lag, pairs)
+    rows = np.repeat(starts, pairs) + within
+    diffs = np.abs(values[rows].astype(np.float64) - values[rows - np.repeat(lag, pairs)])
+    observed = ~np.isnan(diffs)
+    count = np.bincount(series, weights=observed, minlength=len(starts))
+    sums = np.bincount(series, weights=np.where(observed, diffs, 0.0), minlength=len(starts))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / count
+    return np.where((count > 0) & (mean > 1e-8), mean, 1.0).astype(np.float32)
 
 
 def split_points(

@@ -25,6 +25,7 @@ first chunk found with the problem.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -320,6 +321,18 @@ def _subset(raw: np.ndarray, n: np.ndarray, keep: np.ndarray, *per_series: np.nd
     if keep.all():
         return raw, n, *per_series
     return raw[np.repeat(keep, n)], n[keep], *(a[keep] for a in per_series)
+
+
+def reopen(store: MappedSeries) -> MappedSeries:
+    """`store` with its values mapped again (in another process: see SeriesDataModule.__getstate__)."""
+    if not (store.folder / _META).exists():
+        raise DataValidationError(
+            f"the mapped store {store.folder} is not reachable from this process (host "
+            f"{os.uname().nodename}): put data.cache_dir on a file system every worker shares"
+        )
+    rows = int(store.offsets[-1])
+    values = np.memmap(store.folder / _VALUES, dtype=np.float32, mode="r", shape=(rows,)).view(np.ndarray)
+    return dataclasses.replace(store, values=values)
 
 
 def _load(folder: Path) -> MappedSeries:

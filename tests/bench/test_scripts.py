@@ -1,4 +1,5 @@
-"""The accuracy benchmark scripts run end to end with --quick and print well-formed lines.
+"""The accuracy benchmark scripts run end to end with --quick and print well-formed lines; the GPU
+script (bench/gpu.sh, bench/gpu.py) stops in one line without CUDA and its code runs on the CPU.
 
 Needs the benchmark data: the folder in FORECAST_BENCH_DATA, else `shared/data` beside the
 repository root; skipped when it is absent. The scripts run in the test's process
@@ -6,9 +7,12 @@ repository root; skipped when it is absent. The scripts run in the test's proces
 """
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from bench_runner import run_bench_inprocess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,3 +152,37 @@ def test_warm_start_quick(run):
     assert summary["scratch_val_mae"] == scratch["val_mae"]
     reached = summary["fine_tune_reaches_scratch_val_s"]
     assert reached is None or 0 < reached <= fine_tune["fit_s"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here: bench/gpu.sh would run")
+def test_gpu_sh_without_cuda_stops_at_once_with_one_line():
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (proc.returncode, proc.stdout) == (3, "")
+    assert proc.stderr.startswith("bench/gpu.py: no CUDA device: ") and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_its_stages_on_the_cpu(tmp_path, monkeypatch, capfd):
+    """bench/gpu.py's own code (data, training in float32 and bf16-mixed, the streamed forecast
+    with the net moved) with the CPU standing in for the GPU: a lent GPU's minutes are not spent
+    on a broken script."""
+    args = ["--device", "cpu", "--segment-lens", "24", "--train-series", "30", "--forecast-series", "60"]
+    args += ["--length", "330", "--steps", "2", "--warmup", "1", "--workdir", str(tmp_path)]
+    lines = run_bench_inprocess("gpu.py", args, monkeypatch, capfd)
+    assert [(line["stage"], line["precision"]) for line in lines] == [
+        ("train", "32-true"),
+        ("train", "bf16-mixed"),
+        ("forecast", "32-true"),
+    ]
+    for line in lines:
+        assert line["model"] == "lstm-seg24" and line["members"] == 1 and line["device"] == "cpu"
+        assert {"wall_s", "peak_gpu_mb", "peak_rss_mb", "torch", "cuda", "cudnn"} <= line.keys()
+    assert all(line["windows_per_s"] > 0 and line["series"] == 30 for line in lines[:2])
+    forecast = lines[2]
+    assert (forecast["series"], forecast["rows_in"], forecast["rows_out"]) == (60, 60 * 330, 60 * 48)
+    assert forecast["series_per_s"] > 0 and forecast["net_series_per_s"] > 0
+    assert forecast["vs_cpu_max_abs"] == 0.0  # the same device: the same numbers

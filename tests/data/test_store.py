@@ -274,3 +274,24 @@ def test_shard_sampler_draws_the_same_count_on_every_rank():
     small.set_epoch(1)
     assert list(small) != a  # another epoch, other draws
     assert list(ShardSampler(range(7), 7, False, 1)) == list(range(7))  # evaluation: each once, in order
+
+
+def test_a_pickled_data_module_maps_the_store_again(tmp_path):
+    """trainer=ray sends the set-up data module to its workers: the values travel as the
+    store's folder (a few KB), and the copy serves the same batches."""
+    import pickle
+
+    path = tmp_path / "data.parquet"
+    table(length=2000).to_parquet(path)
+    dm = SeriesDataModule(
+        path=str(path), store="mapped", cache_dir=str(tmp_path / "c"), missing="mask", **SIZES
+    )
+    dm.setup()
+    data = pickle.dumps(dm)
+    assert len(data) < dm.arrays.values.nbytes  # not the values themselves
+    copy = pickle.loads(data)
+    picks = list(range(0, len(dm.datasets["train"]), 3))
+    want, got = dm.datasets["train"].__getitems__(picks), copy.datasets["train"].__getitems__(picks)
+    for key in want:
+        np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
+    pd.testing.assert_frame_equal(copy.history("val"), dm.history("val"))
