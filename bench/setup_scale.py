@@ -18,7 +18,9 @@ sorted by id, written once into `--workdir`) it runs, each in a fresh process:
 Each prints one JSON line: `setup_s` (or `read_s`), `setup_peak_rss_mb` (VmHWM when set-up ends),
 `held_mb` (VmRSS after minus before set-up), `rss_anon_mb` (anonymous memory: what is not the
 mapped file's pages, which the kernel may drop), `raw_mb` (the values as float32),
-`windows_per_s` and `peak_rss_mb` (the whole process, training included).
+`windows_per_s` and `peak_rss_mb` (the whole process, training included), and after training
+`end_rss_anon_mb` / `end_rss_file_mb` (anonymous memory / mapped file pages, which count in RSS
+but are page cache the kernel reclaims).
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ def worker_setup(path: Path, store: str, cache: Path, train_steps: int, warmup: 
     if train_steps:
         record.update(_train(dm, train_steps, warmup))
     record["peak_rss_mb"] = round(_status_mb("VmHWM"), 1)
+    # After training: anonymous memory, and the mapped file's pages in the resident set (clean
+    # page cache the kernel drops under pressure; fault-around maps 16 pages per fault).
+    record["end_rss_anon_mb"] = round(_status_mb("RssAnon"), 1)
+    record["end_rss_file_mb"] = round(_status_mb("RssFile"), 1)
     _emit(record)
 
 

@@ -115,10 +115,7 @@ class MappedSeries:
         """Rows [start, end) mapped on their own (a DDP rank's share: it maps nothing else)."""
         if end <= start:
             return np.zeros(0, dtype=np.float32)
-        mapped = np.memmap(
-            self.folder / _VALUES, dtype=np.float32, mode="r", offset=4 * start, shape=(end - start,)
-        )
-        return mapped.view(np.ndarray)
+        return _map(self.folder / _VALUES, start, end - start)
 
 
 def store_key(path: Path, options: StoreOptions) -> str:
@@ -337,6 +334,17 @@ def _subset(raw: np.ndarray, n: np.ndarray, keep: np.ndarray, *per_series: np.nd
     return raw[np.repeat(keep, n)], n[keep], *(a[keep] for a in per_series)
 
 
+def _map(file: Path, start: int, count: int) -> np.ndarray:
+    """Values [start, start + count) of a store's file, mapped read-only, as a plain ndarray view.
+
+    Pages a batch touches join the process's resident set as file pages (the kernel maps up to
+    16 cached neighbours per fault), so RSS grows towards the file's size as training samples
+    all over it; they are page cache the kernel drops under pressure, not memory the process
+    needs (bench/README.md, training data at scale: RssAnon against RssFile).
+    """
+    return np.memmap(file, dtype=np.float32, mode="r", offset=4 * start, shape=(count,)).view(np.ndarray)
+
+
 def reopen(store: MappedSeries) -> MappedSeries:
     """`store` with its values mapped again (in another process: see SeriesDataModule.__getstate__)."""
     if not (store.folder / _META).exists():
@@ -345,7 +353,7 @@ def reopen(store: MappedSeries) -> MappedSeries:
             f"{os.uname().nodename}): put data.cache_dir on a file system every worker shares"
         )
     rows = int(store.offsets[-1])
-    values = np.memmap(store.folder / _VALUES, dtype=np.float32, mode="r", shape=(rows,)).view(np.ndarray)
+    values = _map(store.folder / _VALUES, 0, rows)
     return dataclasses.replace(store, values=values)
 
 
@@ -357,7 +365,7 @@ def _load(folder: Path) -> MappedSeries:
     offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
     rows = int(meta["rows"])
     # A view as a plain ndarray: batches gather from it like from an array in memory.
-    values = np.memmap(folder / _VALUES, dtype=np.float32, mode="r", shape=(rows,)).view(np.ndarray)
+    values = _map(folder / _VALUES, 0, rows)
     return MappedSeries(
         folder=folder,
         values=values,
