@@ -31,6 +31,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,12 +193,26 @@ def _batches(path: Path, names: list[str], size: int) -> Iterator[pa.RecordBatch
         yield from pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=size, columns=names)
 
 
+def _read_ahead(pieces: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """`pieces`, the next one read and decoded on a second thread while this one is checked:
+    pyarrow decodes without the GIL, so the two cores share the work (one piece in flight)."""
+    done = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast-read") as pool:
+        pending = pool.submit(next, pieces, done)
+        while True:
+            piece = pending.result()  # a reader's error surfaces here, as it would unthreaded
+            if piece is done:
+                return
+            pending = pool.submit(next, pieces, done)
+            yield piece
+
+
 def _whole_series(path: Path, names: list[str], id_col: str, rows: int) -> Iterator[tuple[pd.DataFrame, int]]:
     """(chunk, its first row in the table): each chunk ends where a series ends; the last
     series of a piece waits for the next one, which may hold more of its rows."""
     carry: pd.DataFrame | None = None
     first_row = 0
-    pieces = _chunks(path, names, rows)
+    pieces = _read_ahead(_chunks(path, names, rows))
     piece = next(pieces, None)
     while piece is not None:
         following = next(pieces, None)  # read ahead: the last piece ends the last series
