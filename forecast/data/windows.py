@@ -43,6 +43,16 @@ class SeriesArrays:
         return np.diff(self.offsets)
 
 
+def _window_counts(
+    first_target: np.ndarray, last_target: np.ndarray, input_size: int, horizon: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first window's start, window count) per series: windows whose H targets lie in
+    [first, last), a window's start being its first target minus `input_size`."""
+    first_start = np.asarray(first_target, dtype=np.int64) - input_size
+    last_start = np.asarray(last_target, dtype=np.int64) - horizon - input_size  # inclusive
+    return first_start, np.maximum((last_start - first_start) // stride + 1, 0)
+
+
 def window_starts(
     offsets: np.ndarray,
     first_target: np.ndarray,
@@ -58,9 +68,7 @@ def window_starts(
     gives windows that start before their series (padded, see `WindowDataset`). Returns int32
     where it fits, so the index costs no more memory than the values it points into.
     """
-    first_start = first_target - input_size  # window start = first target - input_size
-    last_start = last_target - horizon - input_size  # inclusive
-    counts = np.maximum((last_start - first_start) // stride + 1, 0)
+    first_start, counts = _window_counts(first_target, last_target, input_size, horizon, stride)
     total = int(counts.sum())
     dtype = np.int32 if offsets[-1] < np.iinfo(np.int32).max else np.int64
     series = np.repeat(np.arange(len(counts)), counts)
@@ -89,9 +97,7 @@ class WindowIndex:
         horizon: int,
         stride: int = 1,
     ):
-        first_start = np.asarray(first_target, dtype=np.int64) - input_size
-        last_start = np.asarray(last_target, dtype=np.int64) - horizon - input_size
-        counts = np.maximum((last_start - first_start) // stride + 1, 0)
+        first_start, counts = _window_counts(first_target, last_target, input_size, horizon, stride)
         self.base = offsets[:-1].astype(np.int64) + first_start  # (n_series,) first window's start
         self.cum = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # (n_series + 1,)
         self.stride = stride
