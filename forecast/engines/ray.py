@@ -2,7 +2,8 @@
 
 Rows are tagged with a partition number hashed from their series id (so each series lands
 whole in one partition, wherever its rows were in the input), grouped by it, and every group
-goes through `forecast_partition` as a Ray task. Each worker process loads the registered model
+goes through `forecast_partition` as a Ray task (the grouping is Ray Data's sort-based shuffle:
+see `task_shuffle`). Each worker process loads the registered model
 once (`_worker_forecaster` caches it) and reuses it for every partition it gets; tasks rather
 than an actor pool because actors would hold every CPU of a small cluster while the shuffle
 before them waits for one (a deadlock seen on 2 CPUs). Workers validate and forecast with the
@@ -148,6 +149,28 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextmanager
+def task_shuffle() -> Iterator[None]:
+    """Ray Data's sort-based, task-only shuffle for the pipelines built inside.
+
+    Ray 2.60's default (hash shuffle, SHUFFLE_V2) starts aggregator actors, new processes, for
+    every shuffle: about 4.5 s on 2 CPUs whatever the size, most of a small job's time. Our
+    shuffle groups rows by a partition number with few distinct values (one per partition of
+    about a million rows), which the pull-based sort shuffle handles in tasks on the workers
+    the other stages already use. A Dataset keeps the context it was built under.
+    """
+    from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
+
+    context = DataContext.get_current()
+    before = context.shuffle_strategy
+    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        yield
+    finally:
+        context.shuffle_strategy = before
+
+
+@contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary folder beside `path` that replaces it on success and vanishes on failure.
 
@@ -270,78 +293,81 @@ def forecast_on_ray(request: BatchRequest) -> tuple[StreamSummary, ModelRef]:
         # machine (`ray start` leaves /tmp/ray/ray_current_cluster behind), and refuse num_cpus.
         ray.init(address=options.address or "local", include_dashboard=False, **kwargs)
     try:
-        data = raw = _read(ray, source, sep, names)
-        dropped = 0
-        cut = raw
-        if as_of.value is not None:
-            cut = raw.map_batches(
-                cut_table, fn_kwargs={"as_of": as_of, "time_col": columns.time_col}, batch_format="pyarrow"
+        with task_shuffle():
+            data = raw = _read(ray, source, sep, names)
+            dropped = 0
+            cut = raw
+            if as_of.value is not None:
+                cut = raw.map_batches(
+                    cut_table,
+                    fn_kwargs={"as_of": as_of, "time_col": columns.time_col},
+                    batch_format="pyarrow",
+                )
+                data = cut
+                if keep_after:
+                    kwargs = {"as_of": as_of, "time_col": columns.time_col, "target_col": columns.target_col}
+                    data = raw.map_batches(empty_after, fn_kwargs=kwargs, batch_format="pyarrow")
+            rows = cut.count()
+            later = None
+            if as_of.value is not None:
+                # The ids of the rows after as_of, kept (small): their count and their series in one pass.
+                kwargs = {"as_of": as_of, "time_col": columns.time_col, "id_col": columns.id_col}
+                later = raw.map_batches(later_ids, fn_kwargs=kwargs, batch_format="pyarrow").materialize()
+                dropped = later.count()
+                log.info(
+                    "as_of=%s: kept %d rows (%s), dropped %d",
+                    as_of.label,
+                    rows,
+                    as_of.describe(columns.time_col),
+                    dropped,
+                )
+            if rows == 0 and dropped:
+                raise no_history(as_of, source, _earliest(raw, columns.time_col), columns.time_col)
+            if as_of.strict and dropped:  # observed targets after as_of are refused, before any forecast
+                kwargs = {"as_of": as_of, "time_col": columns.time_col, "id_col": columns.id_col}
+                kwargs["target_col"] = columns.target_col
+                late = raw.map_batches(late_ids, fn_kwargs=kwargs, batch_format="pyarrow").materialize()
+                n_late = late.count()
+                if n_late:
+                    raise late_rows(as_of, n_late, late.unique(columns.id_col), columns.time_col)
+            if dropped and not keep_after:  # dropped, not kept as future rows: say whose
+                warn_cut(as_of, dropped, len(later.unique(columns.id_col)))
+            if rows == 0:  # the contract's "no rows" error
+                validate_long_frame(pd.DataFrame(columns=names), columns=columns)
+            partitions = max(1, math.ceil(rows / options.rows_per_partition))
+            cpus = ray.cluster_resources().get("CPU", 1.0)
+            workers = options.workers or max(1, min(partitions, int(cpus // options.cpus_per_worker)))
+            log.info("ray: %d rows in %d partitions of series over %d workers", rows, partitions, workers)
+            forecasts = (
+                data.map_batches(
+                    tag_partitions,
+                    fn_kwargs={"id_col": columns.id_col, "partitions": partitions},
+                    batch_format="pyarrow",
+                )
+                .groupby(PARTITION, num_partitions=partitions)
+                .map_groups(
+                    forecast_partition,
+                    fn_kwargs={
+                        "model_uri": ref.pinned_uri,
+                        "tracking_uri": mlflow.get_tracking_uri(),
+                        "runtime": request.runtime,
+                        "batch_size": request.batch_size,
+                        "metadata": {**ref.metadata(), **(metadata or {})},
+                        "future": None if ahead is None else ray.put(ahead),
+                    },
+                    batch_format="pyarrow",
+                    concurrency=workers,
+                    num_cpus=options.cpus_per_worker,
+                )
             )
-            data = cut
-            if keep_after:
-                kwargs = {"as_of": as_of, "time_col": columns.time_col, "target_col": columns.target_col}
-                data = raw.map_batches(empty_after, fn_kwargs=kwargs, batch_format="pyarrow")
-        rows = cut.count()
-        later = None
-        if as_of.value is not None:
-            # The ids of the rows after as_of, kept (small): their count and their series in one pass.
-            kwargs = {"as_of": as_of, "time_col": columns.time_col, "id_col": columns.id_col}
-            later = raw.map_batches(later_ids, fn_kwargs=kwargs, batch_format="pyarrow").materialize()
-            dropped = later.count()
-            log.info(
-                "as_of=%s: kept %d rows (%s), dropped %d",
-                as_of.label,
-                rows,
-                as_of.describe(columns.time_col),
-                dropped,
-            )
-        if rows == 0 and dropped:
-            raise no_history(as_of, source, _earliest(raw, columns.time_col), columns.time_col)
-        if as_of.strict and dropped:  # observed targets after as_of are refused, before any forecast
-            kwargs = {"as_of": as_of, "time_col": columns.time_col, "id_col": columns.id_col}
-            kwargs["target_col"] = columns.target_col
-            late = raw.map_batches(late_ids, fn_kwargs=kwargs, batch_format="pyarrow").materialize()
-            n_late = late.count()
-            if n_late:
-                raise late_rows(as_of, n_late, late.unique(columns.id_col), columns.time_col)
-        if dropped and not keep_after:  # dropped, not kept as future rows: say whose
-            warn_cut(as_of, dropped, len(later.unique(columns.id_col)))
-        if rows == 0:  # the contract's "no rows" error
-            validate_long_frame(pd.DataFrame(columns=names), columns=columns)
-        partitions = max(1, math.ceil(rows / options.rows_per_partition))
-        cpus = ray.cluster_resources().get("CPU", 1.0)
-        workers = options.workers or max(1, min(partitions, int(cpus // options.cpus_per_worker)))
-        log.info("ray: %d rows in %d partitions of series over %d workers", rows, partitions, workers)
-        forecasts = (
-            data.map_batches(
-                tag_partitions,
-                fn_kwargs={"id_col": columns.id_col, "partitions": partitions},
-                batch_format="pyarrow",
-            )
-            .groupby(PARTITION)
-            .map_groups(
-                forecast_partition,
-                fn_kwargs={
-                    "model_uri": ref.pinned_uri,
-                    "tracking_uri": mlflow.get_tracking_uri(),
-                    "runtime": request.runtime,
-                    "batch_size": request.batch_size,
-                    "metadata": {**ref.metadata(), **(metadata or {})},
-                    "future": None if ahead is None else ray.put(ahead),
-                },
-                batch_format="pyarrow",
-                concurrency=workers,
-                num_cpus=options.cpus_per_worker,
-            )
-        )
-        with atomic_folder(output_path) as tmp:
-            try:
-                forecasts.write_parquet(str(Path(tmp).resolve()))  # absolute, as for the input
-            except Exception as err:
-                user = _user_error(err)
-                if user is None:
-                    raise
-                raise user from err
+            with atomic_folder(output_path) as tmp:
+                try:
+                    forecasts.write_parquet(str(Path(tmp).resolve()))  # absolute, as for the input
+                except Exception as err:
+                    user = _user_error(err)
+                    if user is None:
+                        raise
+                    raise user from err
     finally:
         if started_here:
             ray.shutdown()
