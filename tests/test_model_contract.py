@@ -30,6 +30,7 @@ from forecast.models import ForecastModule
 from forecast.models.distributions import DISTRIBUTIONS
 from forecast.models.encoders import ENCODERS
 from forecast.onnx import onnx_export_available
+from forecast.tracking import pyfunc
 from forecast.training import build_forecaster
 
 MODELS = sorted(p.stem for p in MODEL_CONF.glob("*.yaml"))
@@ -154,8 +155,13 @@ def test_pyfunc_gives_the_forecasters_numbers(model, head, tmp_path):
     forecaster, dm = _fit(model, "all", head, steps=5)
     history = dm.history("val", future=True)
     data = forecaster.save(tmp_path / "forecaster")
+    # the requirements the product logs (forecast.tracking.pyfunc): MLflow would otherwise infer
+    # them by loading the model in a subprocess, 4 s a model
     mlflow.pyfunc.save_model(
-        tmp_path / "pyfunc", loader_module="forecast.tracking.pyfunc", data_path=str(data)
+        tmp_path / "pyfunc",
+        loader_module=pyfunc.__name__,
+        data_path=str(data),
+        pip_requirements=pyfunc._requirements(),
     )
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     pd.testing.assert_frame_equal(loaded.predict(history), forecaster.predict(history), check_dtype=False)
