@@ -19,17 +19,23 @@ def seasonal_mae(values: np.ndarray, offsets: np.ndarray, ends: np.ndarray, seas
     ends = np.asarray(ends, dtype=np.int64)
     lags = np.where(ends > season, season, 1)
     out = np.ones(len(starts), dtype=np.float32)
+    complete = not np.isnan(values).any()
     for lag in np.unique(lags):
         pick = np.flatnonzero(lags == lag)
         diffs = np.zeros(len(values) + 1)  # diffs[t] = |y[t] - y[t - lag]|; one spare 0 at the end
-        diffs[lag:-1] = np.abs(values[lag:].astype(np.float64) - values[:-lag])
-        observed = ~np.isnan(diffs)
-        diffs[~observed] = 0.0
+        np.subtract(values[lag:], values[:-lag], out=diffs[lag:-1], dtype=np.float64)
+        np.abs(diffs, out=diffs)
         first, last = starts[pick] + lag, starts[pick] + ends[pick]  # [first, last) of each series
         empty = last <= first
         bounds = np.stack([np.where(empty, 0, first), np.where(empty, 0, last)], axis=1).reshape(-1)
-        sums = np.add.reduceat(diffs, bounds)[::2]
-        count = np.add.reduceat(observed.astype(np.float64), bounds)[::2]
+        if complete:  # no value missing: every pair is observed
+            sums = np.add.reduceat(diffs, bounds)[::2]
+            count = np.where(empty, 0, last - first).astype(np.float64)
+        else:
+            observed = ~np.isnan(diffs)
+            diffs[~observed] = 0.0
+            sums = np.add.reduceat(diffs, bounds)[::2]
+            count = np.add.reduceat(observed.astype(np.float64), bounds)[::2]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(empty | (count == 0), 0.0, sums / count)
         out[pick] = np.where(mean > 1e-8, mean, 1.0)

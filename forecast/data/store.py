@@ -31,17 +31,19 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from forecast.data.calendar import season_length_for
+from forecast.data.chunk_checks import Chunk, clean_chunk
 from forecast.data.io import (
     TRAIN_COLUMNS_HINT,
     check_input,
@@ -165,7 +167,7 @@ def open_store(
     return _load(target)
 
 
-def _chunks(path: Path, names: list[str], rows: int) -> Iterator[pd.DataFrame]:
+def _chunks(path: Path, names: list[str], rows: int) -> Iterator[pa.Table]:
     """The table in pieces of about `rows` rows, in file and row order."""
     pending: list[pa.RecordBatch] = []
     count = 0
@@ -174,10 +176,10 @@ def _chunks(path: Path, names: list[str], rows: int) -> Iterator[pd.DataFrame]:
             pending.append(batch)
             count += batch.num_rows
             if count >= rows:
-                yield pa.Table.from_batches(pending).to_pandas()
+                yield pa.Table.from_batches(pending)
                 pending, count = [], 0
         if pending:
-            yield pa.Table.from_batches(pending).to_pandas()
+            yield pa.Table.from_batches(pending)
 
 
 def _batches(path: Path, names: list[str], size: int) -> Iterator[pa.RecordBatch]:
@@ -193,7 +195,7 @@ def _batches(path: Path, names: list[str], size: int) -> Iterator[pa.RecordBatch
         yield from pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=size, columns=names)
 
 
-def _read_ahead(pieces: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _read_ahead(pieces: Iterator[pa.Table]) -> Iterator[pa.Table]:
     """`pieces`, the next one read and decoded on a second thread while this one is checked:
     pyarrow decodes without the GIL, so the two cores share the work (one piece in flight)."""
     done = object()
@@ -207,28 +209,70 @@ def _read_ahead(pieces: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             yield piece
 
 
-def _whole_series(path: Path, names: list[str], id_col: str, rows: int) -> Iterator[tuple[pd.DataFrame, int]]:
+def _whole_series(path: Path, names: list[str], id_col: str, rows: int) -> Iterator[tuple[pa.Table, int]]:
     """(chunk, its first row in the table): each chunk ends where a series ends; the last
     series of a piece waits for the next one, which may hold more of its rows."""
-    carry: pd.DataFrame | None = None
+    carry: pa.Table | None = None
     first_row = 0
     pieces = _read_ahead(_chunks(path, names, rows))
     piece = next(pieces, None)
     while piece is not None:
         following = next(pieces, None)  # read ahead: the last piece ends the last series
-        frame = piece if carry is None else pd.concat([carry, piece], ignore_index=True)
+        table = piece if carry is None else pa.concat_tables([carry, piece], promote_options="permissive")
         if following is None:
-            yield frame, first_row
+            yield table, first_row
             return
-        breaks = np.flatnonzero(series_breaks(frame[id_col]))
-        if len(breaks) == 0:  # one series so far: keep reading
-            carry, piece = frame, following
+        cut = _last_start(table.column(id_col))
+        if cut == 0:  # one series so far: keep reading
+            carry, piece = table, following
             continue
-        cut = int(breaks[-1]) + 1
-        yield frame.iloc[:cut].reset_index(drop=True), first_row
+        yield table.slice(0, cut), first_row
         first_row += cut
-        # a copy: a slice would keep the whole frame it came from alive
-        carry, piece = frame.iloc[cut:].reset_index(drop=True).copy(), following
+        # a copy: a slice would keep the whole table it came from alive
+        carry, piece = table.slice(cut).combine_chunks(), following
+
+
+def _last_start(ids: pa.ChunkedArray) -> int:
+    """The row where the last run of equal ids begins (0: the table is one run so far), found
+    from the end: a series is short beside a chunk, so this compares a few thousand ids, not
+    the chunk's two million. A missing id is a run of its own, as pandas compares them."""
+    rows = len(ids)
+    last = ids[rows - 1]
+    if not last.is_valid:
+        return rows - 1
+    width = 4096
+    while True:
+        low = max(0, rows - width)
+        other = pc.fill_null(pc.not_equal(ids.slice(low), last), True)
+        found = np.flatnonzero(other.to_numpy())
+        if len(found):
+            return low + int(found[-1]) + 1
+        if low == 0:
+            return 0
+        width *= 8
+
+
+def _validated(table: pa.Table, options: StoreOptions, freq, empty_series, first_row: int) -> Chunk:
+    """`table` checked by the in-memory path's own validation (sorted where it may be, the data
+    contract's errors raised word for word): for what `clean_chunk` cannot prove clean."""
+    c = options.columns
+    validated = validate_long_frame(
+        table.to_pandas(),
+        columns=c,
+        freq=freq,
+        missing=options.missing,
+        empty_series=empty_series,
+        first_row=first_row,
+    )
+    frame = validated.frame
+    starts = np.concatenate([[0], np.flatnonzero(series_breaks(frame[c.id_col])) + 1])
+    return Chunk(
+        ids=frame[c.id_col].iloc[starts].to_numpy(),
+        lengths=np.diff(np.append(starts, len(frame))),
+        first=frame[c.time_col].to_numpy()[starts],
+        values=frame[c.target_col].to_numpy(dtype=np.float32),
+        freq=validated.freq,
+    )
 
 
 def _build(path: Path, options: StoreOptions, folder: Path) -> None:
@@ -240,26 +284,25 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
     one_chunk = total <= CHUNK_ROWS  # then validation sees the whole table, as the in-memory path
     folder.mkdir(parents=True)
     freq, season = options.freq, options.season_length
-    ids, firsts, lengths, locs, scales, mases, left_out, dropped = [], [], [], [], [], [], [], []
+    ids, firsts, lengths, left_out, dropped = [], [], [], [], []
     previous, written, seen, longest = None, 0, 0, 0
-    with open(folder / _VALUES, "wb") as out:
-        for frame, first_row in _whole_series(
+    done: list[Future] = []
+    with (
+        open(folder / _VALUES, "wb") as out,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast-stats") as pool,
+    ):
+        for table, first_row in _whole_series(
             path, [c.id_col, c.time_col, c.target_col], c.id_col, CHUNK_ROWS
         ):
-            validated = validate_long_frame(
-                frame,
-                columns=c,
-                freq=freq,
-                missing=options.missing,
-                empty_series=options.empty_series if one_chunk else None,
-                first_row=first_row,
-            )
-            freq = validated.freq
+            empty_series = options.empty_series if one_chunk else None
+            chunk = clean_chunk(table, c, freq, options.missing, empty_series)
+            if chunk is None:
+                chunk = _validated(table, options, freq, empty_series, first_row)
+            del table
+            freq = chunk.freq
             if season is None:
                 season = season_length_for(freq)
-            frame = validated.frame
-            starts = np.concatenate([[0], np.flatnonzero(series_breaks(frame[c.id_col])) + 1])
-            chunk_ids = frame[c.id_col].iloc[starts].to_numpy()
+            chunk_ids = chunk.ids
             if previous is not None and not _ascending(previous, chunk_ids[0]):
                 raise DataValidationError(
                     f"{path}: data.store=mapped reads the table a chunk of whole series at a time and "
@@ -268,11 +311,11 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
                     f"the table sorted by ({c.id_col}, {c.time_col}), or set data.store=memory"
                 )
             previous = chunk_ids[-1]
-            n = np.diff(np.append(starts, len(frame)))
+            n = chunk.lengths
             seen += len(n)
             longest = max(longest, int(n.max()))
-            raw = frame[c.target_col].to_numpy(dtype=np.float32)
-            first = frame[c.time_col].to_numpy()[starts]
+            raw, first = chunk.values, chunk.first
+            starts = np.concatenate([[0], np.cumsum(n)[:-1]])
             if not one_chunk:  # the empty-series verdict is the whole table's, at the end
                 keep = np.add.reduceat((~np.isnan(raw)).astype(np.int64), starts) > 0
                 dropped.extend(chunk_ids[~keep])
@@ -283,19 +326,18 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
                 raw, n, chunk_ids, first = _subset(raw, n, ~short, chunk_ids, first)
             if len(n) == 0:
                 continue
-            offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
-            val_start, _ = split_points(n, H, options.val_size, options.test_size)
-            loc, scale = segment_stats(raw, offsets[:-1], offsets[:-1] + val_start, options.scaler)
             ids.append(chunk_ids)
             firsts.append(first)
             lengths.append(n)
-            locs.append(loc)
-            scales.append(scale)
-            mases.append(seasonal_mae(raw, offsets, val_start, season))
-            raw.tofile(out)
+            # statistics and the write on the second thread, while this one checks the next chunk
+            done.append(pool.submit(_summarise, raw, n, options, season, out))
             written += len(raw)
-            del frame, validated
-            pa.default_memory_pool().release_unused()  # Arrow keeps freed pages otherwise
+            del chunk, raw
+            if len(done) > 1:  # one chunk waiting at most: memory stays a chunk or two
+                done[-2].result()
+        stats = [future.result() for future in done]
+    # Freed once, at the end: per chunk, every chunk's buffers faulted in afresh (a fifth of the time)
+    pa.default_memory_pool().release_unused()
     if dropped:
         if options.empty_series == "error":
             raise DataValidationError(
@@ -320,9 +362,9 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
             "id": pa.array(np.concatenate(ids)),
             "first": pa.array(np.concatenate(firsts)),
             "length": n,
-            "loc": np.concatenate(locs),
-            "scale": np.concatenate(scales),
-            "mase_scale": np.concatenate(mases),
+            "loc": np.concatenate([loc for loc, _, _ in stats]),
+            "scale": np.concatenate([scale for _, scale, _ in stats]),
+            "mase_scale": np.concatenate([mase for _, _, mase in stats]),
         }
     )
     pq.write_table(table, folder / _SERIES)
@@ -332,6 +374,19 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
     log.info(
         "data: mapped store of %d series, %d steps written (%.0f MB)", len(n), written, written * 4 / 2**20
     )
+
+
+def _summarise(
+    raw: np.ndarray, n: np.ndarray, options: StoreOptions, season: int, out
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loc, scale, MASE scale) of a chunk's series, its values appended to `out` (chunks come
+    in order: one thread does this)."""
+    offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
+    val_start, _ = split_points(n, options.horizon, options.val_size, options.test_size)
+    loc, scale = segment_stats(raw, offsets[:-1], offsets[:-1] + val_start, options.scaler)
+    mase = seasonal_mae(raw, offsets, val_start, season)
+    raw.tofile(out)
+    return loc, scale, mase
 
 
 def _ascending(previous, first) -> bool:
