@@ -7,7 +7,9 @@ For each size N (series of `--length` steps, the seeded synthetic data of bench/
 sorted by id, written once into `--workdir`) it runs, each in a fresh process:
 
 - `read`: the Parquet table decoded batch by batch (pyarrow, the three columns), nothing kept:
-  the least any reader of the file pays (issue 22's yardstick: a mapped set-up within 2x of it);
+  the least any reader of the file pays (issue 22's yardstick: a mapped set-up within 2x of it),
+  `read_s` with the ids as strings (pyarrow's default), `read_dict_s` dictionary-encoded (as
+  the mapped store reads text ids);
 - `mapped`, cold: `SeriesDataModule(store="mapped").setup()` with an empty cache (read,
   validate, write the store, statistics and window counts in one pass), then `--train-steps`
   training steps of the B3 model (bench/throughput.py's sizes) timed after a warm-up;
@@ -67,21 +69,18 @@ def worker_read(path: Path) -> None:
     """Decode every row of the three columns once, keeping nothing."""
     import pyarrow.parquet as pq
 
-    started = time.perf_counter()
-    rows = 0
-    # As the mapped store reads (forecast.data.store._batches): batch by batch, without
-    # pre-buffering (which keeps every row group's raw data until the reader closes).
-    parquet = pq.ParquetFile(path, pre_buffer=False)
-    for batch in parquet.iter_batches(batch_size=1 << 20, columns=["unique_id", "ds", "y"]):
-        rows += batch.num_rows
-    _emit(
-        {
-            "stage": "read",
-            "rows": rows,
-            "read_s": round(time.perf_counter() - started, 2),
-            "peak_rss_mb": round(_status_mb("VmHWM"), 1),
-        }
-    )
+    seconds, rows = {}, 0
+    # Batch by batch, without pre-buffering (which keeps every row group's raw data until the
+    # reader closes): ids as plain strings (what a reader gets by default: the yardstick), and
+    # dictionary-encoded, as the mapped store reads them (forecast.data.store._text_ids).
+    for label, dictionary in (("read_s", None), ("read_dict_s", ["unique_id"])):
+        started = time.perf_counter()
+        rows = 0
+        parquet = pq.ParquetFile(path, pre_buffer=False, read_dictionary=dictionary)
+        for batch in parquet.iter_batches(batch_size=1 << 20, columns=["unique_id", "ds", "y"]):
+            rows += batch.num_rows
+        seconds[label] = round(time.perf_counter() - started, 2)
+    _emit({"stage": "read", "rows": rows, **seconds, "peak_rss_mb": round(_status_mb("VmHWM"), 1)})
 
 
 def worker_setup(path: Path, store: str, cache: Path, train_steps: int, warmup: int) -> None:

@@ -40,8 +40,22 @@ class Chunk:
     freq: str | int
 
 
+def decoded(table: pa.Table, names: list[str]) -> pa.Table:
+    """`table` with its columns `names` as plain arrays where they were read dictionary-encoded."""
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            table = table.set_column(
+                table.schema.get_field_index(name), name, pc.cast(column, column.type.value_type)
+            )
+    return table
+
+
 def _plain_types(ids: pa.DataType, times: pa.DataType, target: pa.DataType) -> bool:
-    """Types whose pandas conversion `validate_long_frame` takes as they are (no parsing)."""
+    """Types whose pandas conversion `validate_long_frame` takes as they are (no parsing); ids
+    may come dictionary-encoded (the store reads text ids so: no string per row to decode)."""
+    if pa.types.is_dictionary(ids):
+        ids = ids.value_type
     plain_ids = pa.types.is_string(ids) or pa.types.is_large_string(ids) or pa.types.is_integer(ids)
     plain_times = (pa.types.is_timestamp(times) and times.tz is None) or pa.types.is_integer(times)
     numeric = pa.types.is_integer(target) or pa.types.is_float32(target) or pa.types.is_float64(target)
@@ -66,9 +80,15 @@ def clean_chunk(
     if not _plain_types(ids.type, times.type, target.type) or ids.null_count or times.null_count:
         return None
     rows = len(table)
-    breaks = pc.not_equal(ids.slice(1), ids.slice(0, rows - 1)).to_numpy(zero_copy_only=False)
-    starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
-    run_ids = ids.take(pa.array(starts))
+    if pa.types.is_dictionary(ids.type):  # one dictionary (combined): equal ids, equal codes
+        codes = ids.indices.to_numpy()
+        breaks = codes[1:] != codes[:-1]
+        starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
+        run_ids = ids.dictionary.take(pa.array(codes[starts]))
+    else:
+        breaks = pc.not_equal(ids.slice(1), ids.slice(0, rows - 1)).to_numpy(zero_copy_only=False)
+        starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
+        run_ids = ids.take(pa.array(starts))
     if len(starts) > 1 and not pc.all(pc.less(run_ids.slice(0, len(starts) - 1), run_ids.slice(1))).as_py():
         return None  # not in ascending id order (or one id in two places): pandas sorts or says
     ticks = times.to_numpy()
@@ -110,7 +130,7 @@ def _inferred(table: pa.Table, c: ColumnSpec, starts: np.ndarray, lengths: np.nd
     long = np.flatnonzero(lengths >= 3)
     probe = table.slice(int(starts[long[0]]), int(lengths[long[0]])) if len(long) else table.slice(0, 1)
     try:
-        return _resolve_freq(probe.to_pandas(), c, None)
+        return _resolve_freq(decoded(probe, [c.id_col]).to_pandas(), c, None)
     except DataValidationError:
         return None
 

@@ -43,7 +43,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from forecast.data.calendar import season_length_for
-from forecast.data.chunk_checks import Chunk, clean_chunk
+from forecast.data.chunk_checks import Chunk, clean_chunk, decoded
 from forecast.data.io import (
     TRAIN_COLUMNS_HINT,
     check_input,
@@ -167,12 +167,12 @@ def open_store(
     return _load(target)
 
 
-def _chunks(path: Path, names: list[str], rows: int) -> Iterator[pa.Table]:
+def _chunks(path: Path, names: list[str], rows: int, dictionary: list[str]) -> Iterator[pa.Table]:
     """The table in pieces of about `rows` rows, in file and row order."""
     pending: list[pa.RecordBatch] = []
     count = 0
     with reading(path):
-        for batch in _batches(path, names, min(rows, 1 << 20)):
+        for batch in _batches(path, names, min(rows, 1 << 20), dictionary):
             pending.append(batch)
             count += batch.num_rows
             if count >= rows:
@@ -182,7 +182,7 @@ def _chunks(path: Path, names: list[str], rows: int) -> Iterator[pa.Table]:
             yield pa.Table.from_batches(pending)
 
 
-def _batches(path: Path, names: list[str], size: int) -> Iterator[pa.RecordBatch]:
+def _batches(path: Path, names: list[str], size: int, dictionary: list[str]) -> Iterator[pa.RecordBatch]:
     """Record batches of the columns `names`, file after file (a folder's in name order), read
     when asked for. Not pyarrow's dataset scanner: it decodes ahead in the background, up to a
     gigabyte in flight while validation works on a chunk. Pre-buffering off: with it, a reader
@@ -192,7 +192,8 @@ def _batches(path: Path, names: list[str], size: int) -> Iterator[pa.RecordBatch
         yield from pds.dataset(path, format="parquet", partitioning="hive").to_batches(columns=names)
         return
     for file in files:
-        yield from pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=size, columns=names)
+        parquet = pq.ParquetFile(file, pre_buffer=False, read_dictionary=dictionary)
+        yield from parquet.iter_batches(batch_size=size, columns=names)
 
 
 def _read_ahead(pieces: Iterator[pa.Table]) -> Iterator[pa.Table]:
@@ -209,12 +210,14 @@ def _read_ahead(pieces: Iterator[pa.Table]) -> Iterator[pa.Table]:
             yield piece
 
 
-def _whole_series(path: Path, names: list[str], id_col: str, rows: int) -> Iterator[tuple[pa.Table, int]]:
+def _whole_series(
+    path: Path, names: list[str], id_col: str, rows: int, dictionary: list[str]
+) -> Iterator[tuple[pa.Table, int]]:
     """(chunk, its first row in the table): each chunk ends where a series ends; the last
     series of a piece waits for the next one, which may hold more of its rows."""
     carry: pa.Table | None = None
     first_row = 0
-    pieces = _read_ahead(_chunks(path, names, rows))
+    pieces = _read_ahead(_chunks(path, names, rows, dictionary))
     piece = next(pieces, None)
     while piece is not None:
         following = next(pieces, None)  # read ahead: the last piece ends the last series
@@ -252,12 +255,15 @@ def _last_start(ids: pa.ChunkedArray) -> int:
         width *= 8
 
 
-def _validated(table: pa.Table, options: StoreOptions, freq, empty_series, first_row: int) -> Chunk:
+def _validated(
+    table: pa.Table, options: StoreOptions, freq, empty_series, first_row: int, dictionary: list[str]
+) -> Chunk:
     """`table` checked by the in-memory path's own validation (sorted where it may be, the data
-    contract's errors raised word for word): for what `clean_chunk` cannot prove clean."""
+    contract's errors raised word for word): for what `clean_chunk` cannot prove clean. The
+    columns read dictionary-encoded (`dictionary`) go to pandas as the file holds them."""
     c = options.columns
     validated = validate_long_frame(
-        table.to_pandas(),
+        decoded(table, dictionary).to_pandas(),
         columns=c,
         freq=freq,
         missing=options.missing,
@@ -291,13 +297,13 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
         open(folder / _VALUES, "wb") as out,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast-stats") as pool,
     ):
-        for table, first_row in _whole_series(
-            path, [c.id_col, c.time_col, c.target_col], c.id_col, CHUNK_ROWS
-        ):
+        names = [c.id_col, c.time_col, c.target_col]
+        dictionary = _text_ids(path, c.id_col)
+        for table, first_row in _whole_series(path, names, c.id_col, CHUNK_ROWS, dictionary):
             empty_series = options.empty_series if one_chunk else None
             chunk = clean_chunk(table, c, freq, options.missing, empty_series)
             if chunk is None:
-                chunk = _validated(table, options, freq, empty_series, first_row)
+                chunk = _validated(table, options, freq, empty_series, first_row, dictionary)
             del table
             freq = chunk.freq
             if season is None:
@@ -316,7 +322,8 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
             longest = max(longest, int(n.max()))
             raw, first = chunk.values, chunk.first
             starts = np.concatenate([[0], np.cumsum(n)[:-1]])
-            if not one_chunk:  # the empty-series verdict is the whole table's, at the end
+            # the empty-series verdict is the whole table's, at the end; only NaN can empty a series
+            if not one_chunk and np.isnan(raw).any():
                 keep = np.add.reduceat((~np.isnan(raw)).astype(np.int64), starts) > 0
                 dropped.extend(chunk_ids[~keep])
                 raw, n, chunk_ids, first = _subset(raw, n, keep, chunk_ids, first)
@@ -374,6 +381,17 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
     log.info(
         "data: mapped store of %d series, %d steps written (%.0f MB)", len(n), written, written * 4 / 2**20
     )
+
+
+def _text_ids(path: Path, id_col: str) -> list[str]:
+    """[id_col] where the ids are text stored plainly, to be read dictionary-encoded: decoding a
+    string per row was most of the read (100M rows: 2.8 s of CPU, 1.2 s as a dictionary)."""
+    files = folder_files(path)[0] if path.is_dir() else [path]
+    schema = pq.read_schema(files[0])
+    if id_col not in schema.names:  # a hive partition key: read by the dataset, as it is
+        return []
+    kind = schema.field(id_col).type
+    return [id_col] if pa.types.is_string(kind) or pa.types.is_large_string(kind) else []
 
 
 def _summarise(

@@ -92,17 +92,24 @@ def assert_same_chunk(fast: Chunk, slow: Chunk) -> None:
     fault=st.sampled_from(FAULTS),
     missing=st.sampled_from(["error", "mask"]),
     given_freq=st.booleans(),
+    dictionary_ids=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_the_fast_path_accepts_only_what_validation_accepts_as_it_is(
-    lengths, integer_ids, integer_time, fault, missing, given_freq, seed
+    lengths, integer_ids, integer_time, fault, missing, given_freq, dictionary_ids, seed
 ):
     frame = _fault(_frame(lengths, integer_ids, integer_time, seed), fault, np.random.default_rng(seed))
     freq = (2 if integer_time else "h") if given_freq else None
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    dictionary = []
+    if dictionary_ids and pa.types.is_string(
+        table.schema.field("unique_id").type
+    ):  # as the store reads text ids
+        table = table.set_column(0, "unique_id", table.column("unique_id").dictionary_encode())
+        dictionary = ["unique_id"]
     fast = clean_chunk(table, COLUMNS, freq, missing, None)
     try:
-        slow = _validated(table, _options(missing, freq), freq, None, 0)
+        slow = _validated(table, _options(missing, freq), freq, None, 0, dictionary)
     except DataValidationError:
         assert fast is None, "the fast path accepted a table validation refuses"
         return
@@ -120,5 +127,5 @@ def test_clean_tables_take_the_fast_path(integer_time):
     freq = 2 if integer_time else None  # integer steps of 2 need data.freq; hours are inferred
     fast = clean_chunk(table, COLUMNS, freq, "mask", None)
     assert fast is not None
-    assert_same_chunk(fast, _validated(table, _options("mask", freq), freq, None, 0))
+    assert_same_chunk(fast, _validated(table, _options("mask", freq), freq, None, 0, []))
     assert clean_chunk(table, COLUMNS, freq, "error", None) is None  # pandas names the missing value
