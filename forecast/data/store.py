@@ -211,28 +211,32 @@ def _read_ahead(pieces: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 def _whole_series(
-    path: Path, names: list[str], id_col: str, rows: int, dictionary: list[str]
+    path: Path, names: list[str], id_col: str, rows: int, dictionary: list[str], total: int
 ) -> Iterator[tuple[pa.Table, int]]:
     """(chunk, its first row in the table): each chunk ends where a series ends; the last
-    series of a piece waits for the next one, which may hold more of its rows."""
+    series of a piece waits for the next one, which may hold more of its rows. `total`, the
+    table's rows (from the footers), says which piece is the last without waiting for another."""
     carry: pa.Table | None = None
     first_row = 0
-    pieces = _read_ahead(_chunks(path, names, rows, dictionary))
-    piece = next(pieces, None)
-    while piece is not None:
-        following = next(pieces, None)  # read ahead: the last piece ends the last series
+    for piece in _read_ahead(_chunks(path, names, rows, dictionary)):
+        if first_row >= total:
+            raise DataValidationError(f"{path} changed while it was read (more than its {total} rows)")
         table = piece if carry is None else pa.concat_tables([carry, piece], promote_options="permissive")
-        if following is None:
+        carry = None
+        if first_row + len(table) >= total:  # the last piece ends the last series
             yield table, first_row
-            return
+            first_row += len(table)
+            continue
         cut = _last_start(table.column(id_col))
         if cut == 0:  # one series so far: keep reading
-            carry, piece = table, following
+            carry = table
             continue
         yield table.slice(0, cut), first_row
         first_row += cut
         # a copy: a slice would keep the whole table it came from alive
-        carry, piece = table.slice(cut).combine_chunks(), following
+        carry = table.slice(cut).combine_chunks()
+    if carry is not None:  # fewer rows than the footers said: the file changed while read
+        yield carry, first_row
 
 
 def _last_start(ids: pa.ChunkedArray) -> int:
@@ -299,7 +303,7 @@ def _build(path: Path, options: StoreOptions, folder: Path) -> None:
     ):
         names = [c.id_col, c.time_col, c.target_col]
         dictionary = _text_ids(path, c.id_col)
-        for table, first_row in _whole_series(path, names, c.id_col, CHUNK_ROWS, dictionary):
+        for table, first_row in _whole_series(path, names, c.id_col, CHUNK_ROWS, dictionary, total):
             empty_series = options.empty_series if one_chunk else None
             chunk = clean_chunk(table, c, freq, options.missing, empty_series)
             if chunk is None:
