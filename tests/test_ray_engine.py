@@ -77,3 +77,46 @@ def test_cli_joins_a_running_cluster(setup, tmp_path, subprocess_env, ray_cluste
     # was hit once)
     run_pipeline("batch_forecast.py", args, tmp_path, ray_cluster.env(subprocess_env))
     assert_same_rows(out, expected)
+
+
+def test_partitions_run_in_parallel_each_series_once(ray_cluster):
+    """Ray 2.60's default shuffle handed every partition to one task (one process, in turn):
+    the engine's task shuffle gives each partition its own task, run side by side."""
+    import pyarrow as pa
+
+    from forecast.engines.ray import by_partition, task_shuffle
+
+    def who_forecast(table, pause: float):
+        """A stand-in for forecast_partition (defined here: Ray ships it by value): which process
+        had which partition, and its series."""
+        import os
+        import time
+
+        from forecast.engines.ray import PARTITION
+
+        time.sleep(pause)  # long enough for the other worker to take the next partition meanwhile
+        ids = table.column("unique_id").unique().to_pylist()
+        return pa.table(
+            {
+                "pid": [os.getpid()] * len(ids),
+                "part": [table.column(PARTITION)[0].as_py()] * len(ids),
+                "id": ids,
+            }
+        )
+
+    history = synthetic_long(n_series=16, length=10, seed=1)
+    rows = len(history) // 4
+    blocks = [
+        pa.Table.from_pandas(history.iloc[i * rows : (i + 1) * rows], preserve_index=False) for i in range(4)
+    ]
+    ray.init(address=ray_cluster.address, include_dashboard=False)
+    try:
+        with task_shuffle():
+            data = ray.data.from_arrow(blocks)  # four blocks, as a file of row groups reads
+            done = by_partition(data, "unique_id", 4, who_forecast, {"pause": 1.0}, 2, 1.0).to_pandas()
+    finally:
+        ray.shutdown()
+    assert sorted(done["id"]) == sorted(history["unique_id"].unique())  # every series once
+    assert done.groupby("id")["part"].nunique().max() == 1  # whole, in one partition
+    assert done["part"].nunique() == 4
+    assert done["pid"].nunique() == 2, done  # the two workers shared the partitions

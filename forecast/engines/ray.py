@@ -148,6 +148,19 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+def by_partition(data, id_col: str, partitions: int, fn, fn_kwargs: dict, workers: int, cpus: float):
+    """`fn(table, **fn_kwargs)` on each partition of whole series of the Ray dataset `data`, at
+    most `workers` at a time (build it under `task_shuffle`: one output block per partition,
+    so the partitions run in parallel)."""
+    return (
+        data.map_batches(
+            tag_partitions, fn_kwargs={"id_col": id_col, "partitions": partitions}, batch_format="pyarrow"
+        )
+        .groupby(PARTITION, num_partitions=partitions)
+        .map_groups(fn, fn_kwargs=fn_kwargs, batch_format="pyarrow", concurrency=workers, num_cpus=cpus)
+    )
+
+
 @contextmanager
 def task_shuffle() -> Iterator[None]:
     """Ray Data's sort-based, task-only shuffle for the pipelines built inside.
@@ -338,27 +351,16 @@ def forecast_on_ray(request: BatchRequest) -> tuple[StreamSummary, ModelRef]:
             cpus = ray.cluster_resources().get("CPU", 1.0)
             workers = options.workers or max(1, min(partitions, int(cpus // options.cpus_per_worker)))
             log.info("ray: %d rows in %d partitions of series over %d workers", rows, partitions, workers)
-            forecasts = (
-                data.map_batches(
-                    tag_partitions,
-                    fn_kwargs={"id_col": columns.id_col, "partitions": partitions},
-                    batch_format="pyarrow",
-                )
-                .groupby(PARTITION, num_partitions=partitions)
-                .map_groups(
-                    forecast_partition,
-                    fn_kwargs={
-                        "model_uri": ref.pinned_uri,
-                        "tracking_uri": mlflow.get_tracking_uri(),
-                        "runtime": request.runtime,
-                        "batch_size": request.batch_size,
-                        "metadata": {**ref.metadata(), **(metadata or {})},
-                        "future": None if ahead is None else ray.put(ahead),
-                    },
-                    batch_format="pyarrow",
-                    concurrency=workers,
-                    num_cpus=options.cpus_per_worker,
-                )
+            kwargs = {
+                "model_uri": ref.pinned_uri,
+                "tracking_uri": mlflow.get_tracking_uri(),
+                "runtime": request.runtime,
+                "batch_size": request.batch_size,
+                "metadata": {**ref.metadata(), **(metadata or {})},
+                "future": None if ahead is None else ray.put(ahead),
+            }
+            forecasts = by_partition(
+                data, columns.id_col, partitions, forecast_partition, kwargs, workers, options.cpus_per_worker
             )
             with atomic_folder(output_path) as tmp:
                 try:
