@@ -77,6 +77,22 @@ def test_mapped_store_serves_what_memory_serves(tmp_path, small_chunks):
     assert isinstance(mapped.datasets["train"].starts, WindowIndex)  # no list of every window
 
 
+@pytest.mark.parametrize("layout", ["categorical ids", "rows shuffled inside each series"])
+def test_ids_as_written_and_rows_out_of_time_order_serve_what_memory_serves(layout, tmp_path, small_chunks):
+    """Text ids are read dictionary-encoded and clean chunks are checked in Arrow; a categorical
+    id column (a dictionary in the file) and rows that need sorting (the pandas path) give the
+    same data as the in-memory path."""
+    frame = table(seed=7)
+    if layout == "categorical ids":
+        frame["unique_id"] = frame["unique_id"].astype("category")
+    else:
+        frame = frame.sample(frac=1.0, random_state=2).sort_values("unique_id", kind="stable")
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path, row_group_size=100)
+    memory, mapped = both(path, tmp_path / "cache")
+    assert_same(memory, mapped)
+
+
 def test_a_parquet_folder_and_integer_steps(tmp_path, small_chunks):
     frame = table(seed=5)
     frame["ds"] = frame.groupby("unique_id").cumcount() * 2 + 10
