@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +32,8 @@ import pyarrow.dataset as pds
 from forecast.data.staging import fsync_tree, output_error, remove, staging_path, sweep_stale
 
 if TYPE_CHECKING:
+    from ray.data import Dataset
+
     from forecast.data.validation import ColumnSpec
     from forecast.engines.local import StreamSummary
     from forecast.engines.request import BatchRequest
@@ -148,7 +150,15 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def by_partition(data, id_col: str, partitions: int, fn, fn_kwargs: dict, workers: int, cpus: float):
+def by_partition(
+    data: Dataset,
+    id_col: str,
+    partitions: int,
+    fn: Callable[..., pa.Table],
+    fn_kwargs: dict,
+    workers: int,
+    cpus: float,
+) -> Dataset:
     """`fn(table, **fn_kwargs)` on each partition of whole series of the Ray dataset `data`, at
     most `workers` at a time (build it under `task_shuffle`: one output block per partition,
     so the partitions run in parallel)."""
