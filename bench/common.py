@@ -267,8 +267,8 @@ def mean_forecast(preds: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def median_forecast(preds: Sequence[np.ndarray]) -> np.ndarray:
-    """Seed ensemble as the product combines one (`ensemble.combine=median`, its default): the
-    element-wise median of the members' forecasts."""
+    """Seed ensemble as `ensemble.combine=median` combines one: the element-wise median of the
+    members' forecasts."""
     return np.median(np.stack(preds), axis=0)
 
 

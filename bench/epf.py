@@ -14,12 +14,13 @@ are scored, validation days and test days alike.
 One JSON line per result on stdout: the daily and weekly naive baselines, our model
 (`experiment=epf`) in each variant (`none`: the prices alone; `futr`: with the two covariates;
 `futr+calendar`: also hour and day of week from the time stamps), one line per seed (`members:
-1`) and with several seeds their ensemble; a `choice` line naming the variant with the lowest
-validation MAE (the one the experiment adopts) and how much the covariates lowered validation
-MAE; with --compare, neuralforecast's LSTM with the same covariates (`futr_exog_list`) and the
-ratio of the two. Every line holds the test figures (`metrics`: MAE, RMSE, sMAPE, rMAE over all
-test hours) and the validation figures beside them (`val_mae`, `val_rmse`, `val_smape`,
-`val_rmae`: all hours of the 364 validation days).
+1`) and with several seeds their ensemble (`members: K`, the mean and the median of the seeds'
+forecasts: `combine`); a `choice` line naming the variant with the lowest validation MAE (the
+one the experiment adopts) and how much the covariates lowered validation MAE; with --compare,
+neuralforecast's LSTM with the same covariates (`futr_exog_list`) and the ratio of the two.
+Every line holds the test figures (`metrics`: MAE, RMSE, sMAPE, rMAE over all test hours) and
+the validation figures beside them (`val_mae`, `val_rmse`, `val_smape`, `val_rmae`: all hours of
+the 364 validation days).
 
 neuralforecast runs in a child process under $NEURALFORECAST_PYTHON, else this interpreter when
 it imports neuralforecast, else /tmp/nfvenv/bin/python (as bench/throughput.py does).
@@ -244,17 +245,23 @@ def run_ours(args, market: str, days: Days, variant: str, seeds, base: list[str]
                 overrides=list(args.overrides),
             )
         )
-    if len(seeds) > 1:
+    for combine, how in (("mean", common.mean_forecast), ("median", common.median_forecast)):
+        if len(seeds) < 2:
+            break
+        # What `ensemble.members=K ensemble.combine=<combine>` forecasts: its y_hat is the
+        # combination of the members' medians (forecast.models.ensemble), member i trained as the
+        # single model of seed `seed + i` is.
         lines.append(
             line(
                 market,
                 common.ensemble_name("lstm", len(seeds)),
                 args.input_size,
                 members=len(seeds),
+                combine=combine,
                 variant=variant,
-                **days.scores(common.mean_forecast(preds), common.mean_forecast(preds_val)),
-                train_s=round(sum(r["train_s"] for r in lines), 1),
-                predict_s=round(sum(r["predict_s"] for r in lines), 2),
+                **days.scores(how(preds), how(preds_val)),
+                train_s=round(sum(r["train_s"] for r in lines[: len(seeds)]), 1),
+                predict_s=round(sum(r["predict_s"] for r in lines[: len(seeds)]), 2),
                 peak_rss_mb=common.peak_rss_mb(),
                 seeds=list(seeds),
                 checkpoint=lines[0]["checkpoint"],

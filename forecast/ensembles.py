@@ -113,7 +113,10 @@ def validation_scores(forecaster: Forecaster, dm: Any) -> dict[str, float]:
     config = forecaster.settings.config or {}
     model = {k: v for k, v in (config.get("model") or {}).items() if k not in ("input_size", "horizon")}
     module = ForecastModule(dm.input_size, dm.horizon, **model, **dm.model_sizes())
-    module.net = forecaster.net
+    if forecaster.settings.net == ENSEMBLE:
+        module.use_ensemble(forecaster.net, dict(forecaster.settings.net_params))
+    else:
+        module.net = forecaster.net
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from torch import nn
 
-from forecast.models import distributions
+from forecast.models.ensemble import distribution_of
 from forecast.models.outputs import median_of_quantiles
 from forecast.runtimes import NetRunner
 from forecast.settings import ForecasterSettings
@@ -49,9 +49,10 @@ def predict_scaled(
     Every model returns its forecast columns (`ForecasterSettings.output_columns`): the point
     forecast first (`y_hat`), then its Q quantiles, whatever runs the net (PyTorch or ONNX). A
     distribution model's net outputs parameters, turned here into its exact median and quantiles
-    (`distributions.quantiles`); a quantile head's point forecast is its median
-    (`median_of_quantiles`). A distribution that `needs_scale` (negbin: its counts live on the
-    raw scale) also needs `loc` and `scale` (N,), the windows' scaling (`ScaledWindows`).
+    (`Distribution.quantiles`; an ensemble's into its members' combined: `CombinedDistribution`);
+    a quantile head's point forecast is its median (`median_of_quantiles`). A distribution that
+    `needs_scale` (negbin: its counts live on the raw scale) also needs `loc` and `scale` (N,),
+    the windows' scaling (`ScaledWindows`).
 
     A model with a learned cycle also needs `step`, each window's absolute step number of
     its first forecast step (`forecast.data.calendar.step_index`), and may take `series`,
@@ -72,17 +73,16 @@ def predict_scaled(
         if absent:
             raise ValueError(f"this model reads covariates: predict_scaled needs {absent} for every window")
         batch.update(covariates)
-    kind, levels = settings.distribution, settings.quantiles
-    if kind is not None and distributions.get(kind).needs_scale and (loc is None or scale is None):
+    head, levels = distribution_of(settings.net_params), settings.quantiles
+    if head is not None and head.needs_scale and (loc is None or scale is None):
         raise ValueError("this model forecasts counts (negbin): predict_scaled needs `loc` and `scale`")
     batch_size = min(batch_size, batch_cap)
     outputs = []
     for i in range(0, len(x), batch_size):
         out = run({k: v[i : i + batch_size] for k, v in batch.items()})  # (b, H, Q | P)
-        if kind is not None:
+        if head is not None:
             part = slice(i, i + batch_size)
-            out = distributions.quantiles(
-                kind,
+            out = head.quantiles(
                 out,
                 [0.5, *levels],  # the exact median, whether or not 0.5 is among the levels
                 None if loc is None else np.asarray(loc)[part],

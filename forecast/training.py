@@ -45,7 +45,6 @@ from forecast.intervals import calibrate, check_levels, check_scale
 from forecast.lr_finder import check_tune_lr, find_lr
 from forecast.models.ensemble import COMBINE, DEFAULT_COMBINE, EnsembleNet, check_members, ensemble_params
 from forecast.models.module import ForecastModule
-from forecast.models.registry import ENSEMBLE
 from forecast.publishing import Published, flatten, keep_unpublished_run, publish
 from forecast.ray_training import (
     RayJob,
@@ -400,9 +399,8 @@ def _fit_ensemble(
         nets.append(module.net)
         params.append(dict(module.net_params))
     ensemble = instantiate(cfg.model, **dm.model_sizes())
-    ensemble.net_params = ensemble_params(params, first.net_kind, combine)
-    ensemble.net = EnsembleNet(nets=nets, **ensemble.net_params)
-    ensemble.net_kind = ENSEMBLE
+    net_params = ensemble_params(params, first.net_kind, combine)
+    ensemble.use_ensemble(EnsembleNet(nets=nets, **net_params), net_params)
     # The combination is scored under the job's run, as a single model's best checkpoint is.
     trainer = _trainer(cfg, [], logger)
     trainer.validate(ensemble, datamodule=dm, verbose=False)

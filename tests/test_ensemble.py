@@ -81,6 +81,78 @@ def test_an_ensemble_forecasts_the_combination_of_its_members(members, history, 
     )
 
 
+@pytest.mark.parametrize("loss", ["student_t", "negbin"])
+@pytest.mark.parametrize("how", ["mean", "median"])
+def test_a_distribution_ensemble_combines_its_members_quantiles_level_by_level(history, tmp_path, loss, how):
+    """Each member's exact median and quantiles, combined per level (Vincentization for the
+    mean): y_hat is the combination of the members' medians, in every runtime."""
+    frame = history.assign(y=np.round(history["y"] - history["y"].min())) if loss == "negbin" else history
+    members = [tiny_forecaster(frame, seed=s, loss=loss, quantiles=QUANTILES) for s in range(3)]
+    ensemble = combine_forecasters(members, how)
+    expected = combined([m.predict(frame) for m in members], how)
+    if loss == "negbin":  # counts: the combination is rounded to whole counts, as a member's are
+        expected[COLUMNS] = np.round(expected[COLUMNS])
+    got = ensemble.predict(frame)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-5, atol=1e-4)
+    assert (np.diff(got[COLUMNS[1:]].to_numpy(), axis=1) >= 0).all()
+    if loss == "negbin":
+        return
+    ensemble.save(tmp_path / "saved", export=["onnx"])
+    again = Forecaster.load(tmp_path / "saved", runtime="onnx")
+    assert again.runtime == "onnx"
+    pd.testing.assert_frame_equal(again.predict(frame), expected, check_exact=False, rtol=1e-5, atol=1e-4)
+    tables = [backtest_frame(m, frame, 3, season_length=24).table for m in members]
+    table = backtest_frame(ensemble, frame, 3, season_length=24).table
+    np.testing.assert_allclose(
+        table[COLUMNS].to_numpy(), combined(tables, how)[COLUMNS].to_numpy(), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_a_distribution_ensemble_is_scored_on_its_combined_forecast():
+    """The metrics of an ensemble of Student-t heads: the point is the members' medians
+    combined, the likelihood the members' equal mixture, the quantiles the combined ones."""
+    from scipy import stats
+
+    from forecast.models.distributions import StudentT
+    from forecast.models.ensemble import CombinedDistribution, distribution_of
+
+    g = torch.Generator().manual_seed(0)
+    k, b, h = 3, 5, 4
+    member = [  # loc, scale, df of each member, drawn apart: their mean and median differ
+        [
+            torch.randn(b, h, 1, generator=g),
+            0.5 + torch.rand(b, h, 1, generator=g),
+            2.5 + 5 * torch.rand(b, h, 1, generator=g),
+        ]
+        for _ in range(k)
+    ]
+    params = torch.cat([c for m in member for c in m], dim=-1)  # (B, H, K x 3): members side by side
+    y, loc, scale = torch.randn(b, h, generator=g), torch.full((b, 1), 2.0), torch.full((b, 1), 3.0)
+    members = params.reshape(b, h, k, 3).numpy().astype(np.float64)
+    mu, sigma, df = members[..., 0], members[..., 1], members[..., 2]
+    pdf = stats.t.pdf(y.numpy()[..., None], df, mu, sigma).mean(axis=-1)
+    for how, pick in (("mean", np.mean), ("median", np.median)):
+        dist = CombinedDistribution(StudentT(), k, how)
+        assert isinstance(
+            distribution_of({"output": "student_t", "members": [{}] * k, "combine": how}),
+            CombinedDistribution,
+        )
+        np.testing.assert_allclose(dist.nll(params, y, loc, scale).numpy(), -np.log(pdf), rtol=1e-4)
+        np.testing.assert_allclose(
+            dist.point_raw(params, loc, scale).numpy(), pick(mu, axis=-1) * 3.0 + 2.0, rtol=1e-5
+        )
+        q = dist.quantiles(params.numpy(), [0.1, 0.9])
+        each = np.stack(
+            [
+                stats.t.ppf([0.1, 0.9], df[..., i, None], mu[..., i, None], sigma[..., i, None])
+                for i in range(k)
+            ]
+        )
+        np.testing.assert_allclose(q, pick(each, axis=0), rtol=1e-5, atol=1e-6)
+        crps = dist.crps(params, y, loc, scale)
+        assert crps.shape == (b, h) and bool((crps > 0).all())
+
+
 def test_the_pyfunc_and_both_batch_engines_forecast_the_ensemble(members, history, tmp_path, isolated_mlflow):
     ensemble = combine_forecasters(members)
     expected = combined([m.predict(history) for m in members], "mean")  # the default
@@ -124,9 +196,10 @@ def test_members_that_cannot_be_combined_are_one_line_errors(members, history):
     )
     with pytest.raises(ConfigError, match="scaler statistics"):
         combine_forecasters([members[0], other_data])
-    normal = tiny_forecaster(history, loss="normal")
-    with pytest.raises(ConfigError, match="distribution parameters"):
-        combine_forecasters([normal, normal])
+    normal = tiny_forecaster(history, loss="normal", quantiles=QUANTILES)
+    student = tiny_forecaster(history, loss="student_t", quantiles=QUANTILES)
+    with pytest.raises(ConfigError, match="output 'student_t' != 'normal'"):
+        combine_forecasters([normal, student])
     with pytest.raises(ConfigError, match="ensemble.combine"):
         combine_forecasters(members, "mode")
 
@@ -149,9 +222,13 @@ TINY = {
 
 
 @pytest.mark.slow
-def test_training_k_seeds_gives_one_model_whose_run_shows_each_member(history, tmp_path, isolated_mlflow):
-    single = forecast.Model(**TINY).fit(history)
-    model = forecast.Model(**TINY, members=3).fit(
+@pytest.mark.parametrize("loss", ["quantile", "student_t"])
+def test_training_k_seeds_gives_one_model_whose_run_shows_each_member(
+    history, tmp_path, isolated_mlflow, loss
+):
+    options = {**TINY, "loss": loss}
+    single = forecast.Model(**options).fit(history)
+    model = forecast.Model(**options, members=3).fit(
         history, experiment="ens", register="ens-model", root_dir=tmp_path
     )
     f = model.forecaster_

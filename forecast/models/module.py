@@ -14,9 +14,10 @@ from forecast.errors import ConfigError, require_int
 from forecast.metrics import make_metrics, pinball, quantile_crps, update_metrics, update_probabilistic
 from forecast.models.decoders import OWN_OPTIONS
 from forecast.models.distributions import DEFAULT_QUANTILES, DISTRIBUTIONS, Distribution
+from forecast.models.ensemble import distribution_of
 from forecast.models.inputs import CovariateDims
 from forecast.models.outputs import median_of_quantiles
-from forecast.models.registry import NETS, build_net
+from forecast.models.registry import ENSEMBLE, NETS, build_net
 
 # The point and quantile losses, then one per distribution (`distributions.DISTRIBUTIONS`).
 LOSSES = ("mae", "mse", "quantile", "smape", *DISTRIBUTIONS)
@@ -110,6 +111,13 @@ class ForecastModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {f"{s}_": make_metrics(quantiles=qs if s != "train" else ()) for s in ("train", "val", "test")}
         )
+
+    def use_ensemble(self, net: torch.nn.Module, net_params: dict[str, Any]) -> None:
+        """Score an ensemble of this module's nets (`forecast.models.ensemble`) as this module:
+        its net, its saved constructor values, and the combined distribution of a distribution
+        head (its net outputs the members' parameters side by side)."""
+        self.net, self.net_params, self.net_kind = net, net_params, ENSEMBLE
+        self.distribution = distribution_of(net_params)
 
     def forward(
         self,
