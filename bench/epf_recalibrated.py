@@ -2,7 +2,8 @@
 
     python bench/epf_recalibrated.py [--markets NP PJM BE] [--every 7] [--steps 200]
                                      [--refit-val-days 28] [--mode warm] [--seeds 1 2]
-                                     [--no-trained-once] [--quick] [--data DIR] [--set KEY=VALUE ...]
+                                     [--no-trained-once] [--keep DIR] [--quick] [--data DIR]
+                                     [--set KEY=VALUE ...]
 
 LEAR and the DNN of Lago et al. (2021) are recalibrated every day. Here the model
 (`experiment=epf`, the two day-ahead forecasts as future-known covariates) is refit every
@@ -21,17 +22,21 @@ be 1,092 per market and seed) through the product's own backtest with refits
   protocol's (midnight origins only, the validation days and the test days apart).
 
 Lines (one JSON line each; `metrics` = test, `val_*` = validation): `lstm` with `refit: "every 7
-days, warm, 200 steps"` per seed (`members: 1`), their ensemble with two or more seeds (the mean of
-the seeds' forecasts, `members: K`); `lstm` with `refit: false` for the same initial model never
-refit (what the refits add); unless `--no-trained-once`, `bench/epf.py`'s trained-once line (every
-row before the test days, the validation days validating; `refit: false`). The refit settings are
-the product's defaults (200 steps, warm) and a validation stretch of four weeks, set before any run;
-the validation figures are printed beside the test ones to choose between settings.
+days, warm, 200 steps"` per seed (`members: 1`), their ensemble with two or more seeds (the mean
+and the median of the seeds' forecasts: `combine`, `members: K`); `lstm` with `refit: false` for
+the same initial model never refit (what the refits add); unless `--no-trained-once`,
+`bench/epf.py`'s trained-once line (every row before the test days, the validation days validating;
+`refit: false`). The refit settings are the product's defaults (200 steps, warm) and a validation
+stretch of four weeks, set before any run; the validation figures are printed beside the test ones
+to choose between settings. `--keep DIR` keeps each seed's lines and forecasts: seeds run in
+separate processes (one per core) with the same settings, then one run with all the seeds reuses
+them and prints the ensemble.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -142,6 +147,35 @@ def run_seed(args, market: str, days: epf.Days, seed: int, base: list[str], tmp:
     return lines, preds
 
 
+def _kept(args, market: str, seed: int) -> tuple[Path, Path]:
+    return args.keep / f"{market}-seed{seed}.json", args.keep / f"{market}-seed{seed}.npz"
+
+
+def kept_seed(args, market: str, seed: int) -> tuple[list | None, dict | None]:
+    """A seed's lines and forecasts from an earlier run with the same settings (`--keep`), or
+    (None, None): seeds run in separate processes (one per core) are combined by a last run."""
+    lines_path, preds_path = _kept(args, market, seed)
+    if not (lines_path.exists() and preds_path.exists()):
+        return None, None
+    kept = json.loads(lines_path.read_text())
+    if kept["settings"] != settings_key(args):
+        return None, None
+    with np.load(preds_path) as arrays:
+        return kept["lines"], {k: arrays[k] for k in arrays.files}
+
+
+def keep_seed(args, market: str, seed: int, lines: list, preds: dict) -> None:
+    args.keep.mkdir(parents=True, exist_ok=True)
+    lines_path, preds_path = _kept(args, market, seed)
+    np.savez(preds_path, **preds)
+    lines_path.write_text(json.dumps({"settings": settings_key(args), "lines": lines}))
+
+
+def settings_key(args) -> list:
+    """What a kept seed must have been run with to be reused."""
+    return [refit_label(args), args.input_size, args.val_days, bool(args.quick), list(args.overrides)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_args(parser)
@@ -161,6 +195,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input-size", type=int, default=168)
     parser.add_argument("--val-days", type=int, default=protocol.EPF_VAL_DAYS)
     parser.add_argument("--no-trained-once", action="store_true", help="skip bench/epf.py's line")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="folder keeping each seed's lines and forecasts: a later run with the same settings "
+        "reuses them (seeds run in parallel processes, then combined)",
+    )
     args = parser.parse_args(argv)
     common.quiet(args.verbose)
     data = common.data_dir(args.data)
@@ -178,19 +219,26 @@ def main(argv: list[str] | None = None) -> None:
                     common.emit(record)
             by_seed = []
             for seed in seeds:
-                lines, preds = run_seed(args, market, days, seed, base, Path(tmp))
+                lines, preds = kept_seed(args, market, seed) if args.keep else None
+                if lines is None:
+                    lines, preds = run_seed(args, market, days, seed, base, Path(tmp))
+                    if args.keep:
+                        keep_seed(args, market, seed, lines, preds)
                 by_seed.append(preds)
                 for record in lines:
                     common.emit(record)
-            if len(seeds) > 1:
+            for combine, how in (("mean", common.mean_forecast), ("median", common.median_forecast)):
+                if len(seeds) < 2:
+                    break
                 n_val = len(days.origins["val"])
-                pred = common.mean_forecast([p["recalibrated"] for p in by_seed])
+                pred = how([p["recalibrated"] for p in by_seed])
                 common.emit(
                     epf.line(
                         market,
                         common.ensemble_name("lstm", len(seeds)),
                         args.input_size,
                         members=len(seeds),
+                        combine=combine,
                         variant="futr",
                         **days.scores(pred[n_val:], pred[:n_val]),
                         seeds=list(seeds),

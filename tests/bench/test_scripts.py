@@ -125,10 +125,11 @@ def test_demo_defaults_quick(monkeypatch, capfd):
 
 
 @pytest.mark.slow
-def test_epf_recalibrated_quick(run):
+def test_epf_recalibrated_quick(run, tmp_path):
     """Refits through the product's refit backtest: the recalibrated and the never-refit lines of
     the same initial model, scored on the protocol's validation and test days."""
-    lines = run("epf_recalibrated.py", "--no-trained-once", needs="epf/NP.csv")
+    kept = tmp_path / "kept"
+    lines = run("epf_recalibrated.py", "--no-trained-once", "--keep", str(kept), needs="epf/NP.csv")
     recal, initial = lines
     assert recal["refit"].startswith("every 182 days, warm, 5 steps") and initial["refit"] is False
     assert recal["refits"] == 6 and recal["refit_steps_taken_mean"] == 5.0  # 1,092 days / 182
@@ -136,6 +137,26 @@ def test_epf_recalibrated_quick(run):
         assert (line["days"], line["val_days"], line["members"]) == (728, 364, 1)
         assert 0 < line["metrics"]["mae"] < 10 and 0 < line["val_mae"] < 10
     assert recal["metrics"] != initial["metrics"]  # the refits forecast, not the initial model
+    # A kept seed is reused (seeds run in parallel processes), and seeds combine into ensembles:
+    # seed 2 here is a copy of seed 1, so its ensembles score as seed 1 does.
+    for suffix in ("json", "npz"):
+        (kept / f"NP-seed2.{suffix}").write_bytes((kept / f"NP-seed1.{suffix}").read_bytes())
+    again = run(
+        "epf_recalibrated.py",
+        "--no-trained-once",
+        "--keep",
+        str(kept),
+        "--seeds",
+        "1",
+        "2",
+        needs="epf/NP.csv",
+    )
+    assert again[:2] == lines and again[2:4] == lines
+    mean, median = again[4:]
+    assert (mean["combine"], median["combine"], mean["members"]) == ("mean", "median", 2)
+    for ensemble in (mean, median):
+        assert ensemble["val_mae"] == pytest.approx(recal["val_mae"])
+        assert ensemble["metrics"]["mae"] == pytest.approx(recal["metrics"]["mae"])
 
 
 @pytest.mark.slow
