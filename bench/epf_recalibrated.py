@@ -23,14 +23,14 @@ be 1,092 per market and seed) through the product's own backtest with refits
 
 Lines (one JSON line each; `metrics` = test, `val_*` = validation): `lstm` with `refit: "every 7
 days, warm, 200 steps"` per seed (`members: 1`), their ensemble with two or more seeds (the mean
-and the median of the seeds' forecasts: `combine`, `members: K`); `lstm` with `refit: false` for
-the same initial model never refit (what the refits add); unless `--no-trained-once`,
-`bench/epf.py`'s trained-once line (every row before the test days, the validation days validating;
-`refit: false`). The refit settings are the product's defaults (200 steps, warm) and a validation
-stretch of four weeks, set before any run; the validation figures are printed beside the test ones
-to choose between settings. `--keep DIR` keeps each seed's lines and forecasts: seeds run in
-separate processes (one per core) with the same settings, then one run with all the seeds reuses
-them and prints the ensemble.
+and the median of the seeds' forecasts: `combine`, `members: K`), recalibrated and never refit;
+`lstm` with `refit: false` for the same initial model never refit (what the refits add); unless
+`--no-trained-once`, `bench/epf.py`'s trained-once line (every row before the test days, the
+validation days validating; `refit: false`). The refit settings are the product's defaults (200
+steps, warm) and a validation stretch of four weeks, set before any run; the validation figures are
+printed beside the test ones to choose between settings. `--keep DIR` keeps each seed's lines and
+forecasts: seeds run in separate processes (one per core) with the same settings, then one run with
+all the seeds reuses them and prints the ensemble.
 """
 
 from __future__ import annotations
@@ -227,11 +227,14 @@ def main(argv: list[str] | None = None) -> None:
                 by_seed.append(preds)
                 for record in lines:
                     common.emit(record)
-            for combine, how in (("mean", common.mean_forecast), ("median", common.median_forecast)):
+            combinations = [("mean", common.mean_forecast), ("median", common.median_forecast)]
+            for name, combine, how in [
+                (n, c, h) for n in ("recalibrated", "initial") for c, h in combinations
+            ]:
                 if len(seeds) < 2:
                     break
                 n_val = len(days.origins["val"])
-                pred = how([p["recalibrated"] for p in by_seed])
+                pred = how([p[name] for p in by_seed])
                 common.emit(
                     epf.line(
                         market,
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                         train_s=0.0,
                         predict_s=0.0,
                         peak_rss_mb=common.peak_rss_mb(),
-                        refit=refit_label(args),
+                        refit=refit_label(args) if name == "recalibrated" else False,
                         **days.counts(),
                         overrides=list(args.overrides),
                     )

@@ -152,11 +152,16 @@ def test_epf_recalibrated_quick(run, tmp_path):
         needs="epf/NP.csv",
     )
     assert again[:2] == lines and again[2:4] == lines
-    mean, median = again[4:]
-    assert (mean["combine"], median["combine"], mean["members"]) == ("mean", "median", 2)
-    for ensemble in (mean, median):
-        assert ensemble["val_mae"] == pytest.approx(recal["val_mae"])
-        assert ensemble["metrics"]["mae"] == pytest.approx(recal["metrics"]["mae"])
+    ensembles = again[4:]  # recalibrated, then never refit; each the mean, then the median
+    assert [(e["combine"], e["members"], bool(e["refit"])) for e in ensembles] == [
+        ("mean", 2, True),
+        ("median", 2, True),
+        ("mean", 2, False),
+        ("median", 2, False),
+    ]
+    for ensemble, member in zip(ensembles, (recal, recal, initial, initial), strict=True):
+        assert ensemble["val_mae"] == pytest.approx(member["val_mae"])
+        assert ensemble["metrics"]["mae"] == pytest.approx(member["metrics"]["mae"])
 
 
 @pytest.mark.slow
