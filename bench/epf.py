@@ -245,12 +245,11 @@ def run_ours(args, market: str, days: Days, variant: str, seeds, base: list[str]
                 overrides=list(args.overrides),
             )
         )
-    for combine, how in (("mean", common.mean_forecast), ("median", common.median_forecast)):
-        if len(seeds) < 2:
-            break
-        # What `ensemble.members=K ensemble.combine=<combine>` forecasts: its y_hat is the
-        # combination of the members' medians (forecast.models.ensemble), member i trained as the
-        # single model of seed `seed + i` is.
+    combinations = [("mean", common.mean_forecast), ("median", common.median_forecast)]
+    for combine, how in combinations if len(seeds) > 1 else []:
+        # How `ensemble.members=K ensemble.combine=<combine>` forecasts: its y_hat is the
+        # combination of the members' medians (forecast.models.ensemble); its member i is trained
+        # from seed `seed + i` too, though not necessarily weight for weight as this seed's model.
         lines.append(
             line(
                 market,

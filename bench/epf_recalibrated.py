@@ -154,6 +154,8 @@ def _kept(args, market: str, seed: int) -> tuple[Path, Path]:
 def kept_seed(args, market: str, seed: int) -> tuple[list | None, dict | None]:
     """A seed's lines and forecasts from an earlier run with the same settings (`--keep`), or
     (None, None): seeds run in separate processes (one per core) are combined by a last run."""
+    if args.keep is None:
+        return None, None
     lines_path, preds_path = _kept(args, market, seed)
     if not (lines_path.exists() and preds_path.exists()):
         return None, None
@@ -165,6 +167,8 @@ def kept_seed(args, market: str, seed: int) -> tuple[list | None, dict | None]:
 
 
 def keep_seed(args, market: str, seed: int, lines: list, preds: dict) -> None:
+    if args.keep is None:
+        return
     args.keep.mkdir(parents=True, exist_ok=True)
     lines_path, preds_path = _kept(args, market, seed)
     np.savez(preds_path, **preds)
@@ -203,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         "reuses them (seeds run in parallel processes, then combined)",
     )
     args = parser.parse_args(argv)
+    if args.keep is not None and args.keep.exists() and not args.keep.is_dir():
+        parser.error(f"--keep {args.keep} is a file: give a folder (kept seeds are written there)")
     common.quiet(args.verbose)
     data = common.data_dir(args.data)
     seeds = common.seeds_of(args)
@@ -219,20 +225,16 @@ def main(argv: list[str] | None = None) -> None:
                     common.emit(record)
             by_seed = []
             for seed in seeds:
-                lines, preds = kept_seed(args, market, seed) if args.keep else None
+                lines, preds = kept_seed(args, market, seed)
                 if lines is None:
                     lines, preds = run_seed(args, market, days, seed, base, Path(tmp))
-                    if args.keep:
-                        keep_seed(args, market, seed, lines, preds)
+                    keep_seed(args, market, seed, lines, preds)
                 by_seed.append(preds)
                 for record in lines:
                     common.emit(record)
             combinations = [("mean", common.mean_forecast), ("median", common.median_forecast)]
-            for name, combine, how in [
-                (n, c, h) for n in ("recalibrated", "initial") for c, h in combinations
-            ]:
-                if len(seeds) < 2:
-                    break
+            ensembles = [(n, c, h) for n in ("recalibrated", "initial") for c, h in combinations]
+            for name, combine, how in ensembles if len(seeds) > 1 else []:
                 n_val = len(days.origins["val"])
                 pred = how([p[name] for p in by_seed])
                 common.emit(
