@@ -248,8 +248,8 @@ def run_ours(args, market: str, days: Days, variant: str, seeds, base: list[str]
     combinations = [("mean", common.mean_forecast), ("median", common.median_forecast)]
     for combine, how in combinations if len(seeds) > 1 else []:
         # How `ensemble.members=K ensemble.combine=<combine>` forecasts: its y_hat is the
-        # combination of the members' medians (forecast.models.ensemble); its member i is trained
-        # from seed `seed + i` too, though not necessarily weight for weight as this seed's model.
+        # combination of the members' medians (forecast.models.ensemble); its member i is the single
+        # model of seed `seed + i`, weight for weight (tests/test_ensemble.py).
         lines.append(
             line(
                 market,

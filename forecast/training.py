@@ -362,6 +362,7 @@ def _fit_ensemble(
         if i:
             if member_seed is not None:
                 L.seed_everything(member_seed, workers=True)
+                dm.sampler_seed = member_seed  # a mapped store's draws: those of seed + i's single model
             module = instantiate(cfg.model, **dm.model_sizes())
             if parent is not None:
                 load_member(module.net, parent, i)

@@ -130,8 +130,9 @@ class SeriesDataModule(L.LightningDataModule):
         self.cache_dir = c.cache_dir
         self.mapped: MappedSeries | None = None  # the memory-mapped store, when training reads one
         self._shard: tuple | None = None  # (rank, world, datasets) of this DDP rank's share
-        # training draws of a mapped store: from the seed set before the data module (seed_everything)
-        self._sampler_seed = int(torch.initial_seed() % 2**31)
+        # Training draws of a mapped store: from the seed set before the data module
+        # (seed_everything); an ensemble sets each member's, as the in-memory shuffle follows it.
+        self.sampler_seed = int(torch.initial_seed() % 2**31)
         self.train_stride = train_stride
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -474,7 +475,7 @@ class SeriesDataModule(L.LightningDataModule):
             if world > 1:
                 dataset = self.shard(rank, world)[split]
             length = -(-total // world) if split == "train" else len(dataset)
-            sampler = ShardSampler(dataset, length, shuffle, self._sampler_seed, rank, world)
+            sampler = ShardSampler(dataset, length, shuffle, self.sampler_seed, rank, world)
         elif split != "train" and world > 1:
             # Lightning's default DistributedSampler pads ranks to equal length, scoring some
             # windows twice; this one gives every window to exactly one rank.
