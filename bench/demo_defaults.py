@@ -32,6 +32,8 @@ VARIANTS: dict[str, list[str]] = {
     "model.window_norm=false": ["model.window_norm=false"],
     "model.linear_skip=true": ["model.linear_skip=true"],
     "model.segment_len=1": ["model.segment_len=1"],
+    # the rate decaying over the epochs (what B1 chose on its validation)
+    "model.lr_schedule=cosine": ["model.lr_schedule=cosine"],
     # the demo's budget (issue 19: 30 epochs took minutes on a busy machine): fewer epochs
     "trainer.max_epochs=10": ["trainer.max_epochs=10"],
     "trainer.max_epochs=15": ["trainer.max_epochs=15"],
